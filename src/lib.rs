@@ -1,0 +1,9 @@
+//! aimcsim: a cycle-level simulator of hybrid analog in-memory computing
+//! (AIMC) accelerators running transformer inference with LoRA adapters.
+//!
+//! The library's public face. Data flows down this list (see DESIGN.md):
+//! descriptions ([`config`]) -> dataflow graph ([`graph`]) -> placement
+//! ([`mapping`]) -> timing run ([`timing`], on the [`engine`] with the
+//! component models of [`hw`]) -> [`report`].
+
+pub mod units;
