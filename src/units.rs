@@ -186,16 +186,18 @@ fn parse_scaled(
     }
     let names: Vec<&str> = units.iter().map(|(n, _)| *n).collect();
     if unit.is_empty() {
-        return Err(err(format!(
-            "missing unit (one of {})",
-            names.join(", ")
-        )));
+        return Err(err(format!("missing unit (one of {})", names.join(", "))));
     }
     let scale = units
         .iter()
         .find(|(n, _)| *n == unit)
         .map(|(_, k)| *k)
-        .ok_or_else(|| err(format!("unknown unit `{unit}` (one of {})", names.join(", "))))?;
+        .ok_or_else(|| {
+            err(format!(
+                "unknown unit `{unit}` (one of {})",
+                names.join(", ")
+            ))
+        })?;
     let num = num.replace('_', "");
     let (int_part, frac_part) = match num.split_once('.') {
         Some((i, f)) => (i, f),
@@ -220,9 +222,7 @@ fn parse_scaled(
     let frac: u128 = if frac_part.is_empty() {
         0
     } else {
-        frac_part
-            .parse()
-            .map_err(|_| err("bad decimals".into()))?
+        frac_part.parse().map_err(|_| err("bad decimals".into()))?
     };
     let total_num = int
         .checked_mul(frac_den)
@@ -354,7 +354,11 @@ macro_rules! serde_via_str {
     };
 }
 serde_via_str!(Ps, parse_time, "a time with its unit, e.g. \"256ns\"");
-serde_via_str!(Hz, parse_frequency, "a frequency with its unit, e.g. \"1GHz\"");
+serde_via_str!(
+    Hz,
+    parse_frequency,
+    "a frequency with its unit, e.g. \"1GHz\""
+);
 serde_via_str!(Bytes, parse_size, "a size with its unit, e.g. \"128KiB\"");
 
 #[cfg(test)]
@@ -368,8 +372,14 @@ mod tests {
         assert_eq!(parse_time("20s").unwrap(), Ps(20_000_000_000_000));
         assert_eq!(parse_time(" 7 ps ").unwrap(), Ps(7));
         assert!(parse_time("0.5ps").unwrap_err().reason.contains("whole"));
-        assert!(parse_time("256").unwrap_err().reason.contains("missing unit"));
-        assert!(parse_time("256nz").unwrap_err().reason.contains("unknown unit"));
+        assert!(parse_time("256")
+            .unwrap_err()
+            .reason
+            .contains("missing unit"));
+        assert!(parse_time("256nz")
+            .unwrap_err()
+            .reason
+            .contains("unknown unit"));
         assert!(parse_time("-1ns").unwrap_err().reason.contains("negative"));
         assert!(parse_time("ns").is_err());
     }
