@@ -410,11 +410,11 @@ mod tests {
         let ghz = Clock::new(Hz(1_000_000_000));
         assert_eq!(ghz.to_ps(Cycles(596)), Ps(596_000));
         assert_eq!(ghz.cycles_ceil(Ps(1_001)), Cycles(2));
-        // 666 MHz: period 1501.5 ps; 2 cycles are exactly 3003 ps.
+        // 666 MHz: period 1501.5015 ps; 2 cycles are 3003.003 ps, rounded up.
         let c = Clock::new(Hz(666_000_000));
-        assert_eq!(c.to_ps(Cycles(2)), Ps(3003));
+        assert_eq!(c.to_ps(Cycles(2)), Ps(3004));
         assert_eq!(c.to_ps(Cycles(1)), Ps(1502));
         assert_eq!(c.next_edge(Ps(1502)), Ps(1502));
-        assert_eq!(c.next_edge(Ps(1503)), Ps(3003));
+        assert_eq!(c.next_edge(Ps(1503)), Ps(3004));
     }
 }
