@@ -140,10 +140,15 @@ impl Clock {
         let num = c.0 as u128 * PS_PER_S;
         Ps(num.div_ceil(self.freq.0 as u128) as u64)
     }
-    /// The number of whole cycles needed to cover `t` (rounded up).
+    /// The smallest cycle count `c` with `to_ps(c) >= t`, so that the two
+    /// conversions agree even when the period is not a whole picosecond.
     pub fn cycles_ceil(&self, t: Ps) -> Cycles {
-        let num = t.0 as u128 * self.freq.0 as u128;
-        Cycles(num.div_ceil(PS_PER_S) as u64)
+        let floor = (t.0 as u128 * self.freq.0 as u128 / PS_PER_S) as u64;
+        if self.to_ps(Cycles(floor)) >= t {
+            Cycles(floor)
+        } else {
+            Cycles(floor + 1)
+        }
     }
     /// The first clock edge at or after `t`.
     pub fn next_edge(&self, t: Ps) -> Ps {
