@@ -7,3 +7,5 @@
 //! component models of [`hw`]) -> [`report`].
 
 pub mod units;
+pub mod engine;
+pub mod hw;
