@@ -6,6 +6,11 @@
 //! ([`mapping`]) -> timing run ([`timing`], on the [`engine`] with the
 //! component models of [`hw`]) -> [`report`].
 
-pub mod units;
+pub mod config;
 pub mod engine;
+pub mod graph;
 pub mod hw;
+pub mod mapping;
+pub mod report;
+pub mod timing;
+pub mod units;

@@ -1,5 +1,521 @@
-//! The `aimcsim` command line: parses arguments, calls the library, prints.
+//! The `aimcsim` command line: parses arguments, loads the descriptions,
+//! calls the library and prints or writes the report. Exit codes: 0
+//! success, 1 a negative verdict, 2 bad input or usage.
 
-fn main() {
-    println!("aimcsim");
+use aimcsim::config::{self, Architecture, ConfigError, Targets, Workload};
+use aimcsim::hw::redmule;
+use aimcsim::report::{self, Format, Table};
+use aimcsim::timing::summary::{self, LayerQuery, LayerReport, RunReport};
+use aimcsim::timing::TimingOptions;
+use aimcsim::units::{parse_time, Ps};
+use clap::{Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+const DEFAULT_ARCH: &str = "architectures/paper.ron";
+const DEFAULT_WORKLOAD: &str = "workloads/mobilebert.ron";
+
+#[derive(Parser)]
+#[command(
+    name = "aimcsim",
+    version,
+    about = "Cycle-level simulator of hybrid AIMC + PMCA accelerators running transformers with LoRA",
+    long_about = "Cycle-level simulator of hybrid analog in-memory computing (AIMC) accelerators \
+running transformer inference with LoRA adapters. The Snitch cores are modelled by kernel cost \
+models (cycles per element), not by executing instructions; RedMule, the DMA, the TCDM banks and \
+the AIMC tiles are modelled cycle by cycle at their state changes."
+)]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Common {
+    /// Architecture description (RON). Default: architectures/paper.ron, or
+    /// the built-in reference architecture when that file is absent.
+    #[arg(long, global = true)]
+    arch: Option<PathBuf>,
+    /// Workload description (RON). Default: workloads/mobilebert.ron, or the
+    /// built-in MobileBERT when that file is absent.
+    #[arg(long, global = true)]
+    workload: Option<PathBuf>,
+    /// Override one description field: arch.path.to.field=value or
+    /// workload.path.to.field=value (value written as in RON). Repeatable.
+    #[arg(long = "set", global = true, value_name = "FIELD=VALUE")]
+    sets: Vec<String>,
+    /// What goes to standard output (or to -o FILE).
+    #[arg(long, global = true, value_enum)]
+    format: Option<Format>,
+    /// Write to this file instead of standard output; the format follows the
+    /// extension (.json, .csv, .txt) unless --format is given.
+    #[arg(short = 'o', long = "output", global = true)]
+    output: Option<PathBuf>,
+    /// Treat every TCDM access as conflict-free (faster, less exact).
+    #[arg(long, global = true)]
+    no_tcdm_contention: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// One linear layer with its LoRA branch on one tile + PMCA pair.
+    Layer {
+        /// Input features m (crossbar rows used).
+        #[arg(long = "in")]
+        in_features: u32,
+        /// Output features n (crossbar columns used).
+        #[arg(long = "out")]
+        out_features: u32,
+        /// LoRA rank r (0: no adapter).
+        #[arg(long, default_value_t = 8)]
+        rank: u32,
+        /// Tokens per group t.
+        #[arg(long, default_value_t = 8)]
+        tokens: u32,
+        /// AIMC integration time (e.g. 256ns); default from the architecture.
+        #[arg(long)]
+        integration_time: Option<String>,
+        /// Sequence length L.
+        #[arg(long, default_value_t = 320)]
+        seq_len: u32,
+    },
+    /// The whole workload, with and without LoRA.
+    Run {
+        /// Tokens per group t (default: the workload's).
+        #[arg(long)]
+        tokens: Option<u32>,
+        /// LoRA rank (default: the workload's).
+        #[arg(long)]
+        rank: Option<u32>,
+        /// LoRA placement: all, qkv, ffn, none, or projection names joined by '+'.
+        #[arg(long)]
+        targets: Option<String>,
+        /// AIMC integration time (e.g. 256ns); default from the architecture.
+        #[arg(long)]
+        integration_time: Option<String>,
+    },
+    /// One hardware unit in isolation, to hold the models against RTL.
+    #[command(subcommand)]
+    Kernel(KernelCmd),
+    /// Print the default architecture and workload descriptions.
+    Defaults {
+        /// Only this one.
+        #[arg(value_parser = ["arch", "workload"])]
+        which: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KernelCmd {
+    /// One RedMule job Z (M x K) = X (M x N) W (N x K) + Y with ideal memory:
+    /// cycles from trigger to done, register programming excluded.
+    Redmule {
+        #[arg(long)]
+        m: u64,
+        #[arg(long)]
+        n: u64,
+        #[arg(long)]
+        k: u64,
+        /// Rows of the array (the repository's default build has 12).
+        #[arg(long)]
+        rows: Option<u32>,
+        /// Plain Z = X W, without the Y operand.
+        #[arg(long)]
+        no_y: bool,
+    },
+    /// One DMA transfer between the TCDM and the outside.
+    Dma {
+        #[arg(long)]
+        bytes: u64,
+        /// TCDM byte address of the transfer.
+        #[arg(long, default_value_t = 0)]
+        addr: u64,
+        /// Bytes per cycle of the outside (default: the DMA's own width).
+        #[arg(long)]
+        ext_bytes_per_cycle: Option<u64>,
+    },
+    /// One group of tokens on an AIMC tile.
+    Aimc {
+        #[arg(long, default_value_t = 8)]
+        tokens: u64,
+        /// Inputs per token (rows used).
+        #[arg(long = "in", default_value_t = 512)]
+        in_features: u64,
+    },
+}
+
+/// A failure with its exit code.
+struct Failure {
+    code: u8,
+    msg: String,
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Failure {
+        Failure {
+            code: 2,
+            msg: e.to_string(),
+        }
+    }
+}
+
+fn bad(msg: impl Into<String>) -> Failure {
+    Failure {
+        code: 2,
+        msg: msg.into(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("error: {}", f.msg);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn load_arch(c: &Common, sets: &[(String, String)]) -> Result<Architecture, Failure> {
+    let arch = match &c.arch {
+        Some(p) => config::load_architecture(p)?,
+        None if Path::new(DEFAULT_ARCH).exists() => {
+            config::load_architecture(Path::new(DEFAULT_ARCH))?
+        }
+        None => Architecture::default(),
+    };
+    Ok(config::override_architecture(&arch, sets)?)
+}
+
+fn load_workload(c: &Common, sets: &[(String, String)]) -> Result<Workload, Failure> {
+    let w = match &c.workload {
+        Some(p) => config::load_workload(p)?,
+        None if Path::new(DEFAULT_WORKLOAD).exists() => {
+            config::load_workload(Path::new(DEFAULT_WORKLOAD))?
+        }
+        None => config::parse_workload("<built-in mobilebert.ron>", config::DEFAULT_WORKLOAD_RON)?,
+    };
+    Ok(config::override_workload(&w, sets)?)
+}
+
+fn integration_time(arch: &mut Architecture, v: &Option<String>) -> Result<(), Failure> {
+    if let Some(s) = v {
+        let t = parse_time(s).map_err(|e| bad(format!("--integration-time: {e}")))?;
+        if t == Ps::ZERO {
+            return Err(bad("--integration-time: must be greater than zero"));
+        }
+        arch.aimc.integration_time = t;
+    }
+    Ok(())
+}
+
+fn format_of(c: &Common) -> Format {
+    c.format
+        .or_else(|| c.output.as_deref().and_then(Format::from_path))
+        .unwrap_or(Format::Table)
+}
+
+fn emit(c: &Common, text: &str) -> Result<(), Failure> {
+    report::emit(text, c.output.as_deref()).map_err(|e| Failure {
+        code: 2,
+        msg: format!(
+            "cannot write {}: {e}",
+            c.output.as_deref().unwrap_or(Path::new("stdout")).display()
+        ),
+    })
+}
+
+fn real_main(cli: Cli) -> Result<u8, Failure> {
+    let c = &cli.common;
+    let (arch_sets, work_sets) = config::split_overrides(&c.sets)?;
+    let opts = TimingOptions {
+        tcdm_contention: !c.no_tcdm_contention,
+    };
+    let fmt = format_of(c);
+    match &cli.command {
+        Command::Defaults { which } => {
+            let mut text = String::new();
+            if which.as_deref() != Some("workload") {
+                text.push_str("// Default architecture (architectures/paper.ron)\n");
+                text.push_str(&config::to_ron(&Architecture::default()));
+                text.push('\n');
+            }
+            if which.as_deref() != Some("arch") {
+                text.push_str("// Default workload (workloads/mobilebert.ron)\n");
+                text.push_str(config::DEFAULT_WORKLOAD_RON);
+            }
+            emit(c, &text)?;
+        }
+        Command::Layer {
+            in_features,
+            out_features,
+            rank,
+            tokens,
+            integration_time: it,
+            seq_len,
+        } => {
+            let mut arch = load_arch(c, &arch_sets)?;
+            integration_time(&mut arch, it)?;
+            if !work_sets.is_empty() {
+                return Err(bad(
+                    "--set workload.*: `layer` takes no workload; use its flags",
+                ));
+            }
+            let q = LayerQuery {
+                in_features: *in_features,
+                out_features: *out_features,
+                rank: *rank,
+                tokens: *tokens,
+                seq_len: *seq_len,
+            };
+            let r = summary::layer(&arch, &q, opts).map_err(|e| bad(e.to_string()))?;
+            let text = match fmt {
+                Format::Json => report::to_json(&r),
+                Format::Csv => report::to_csv(std::slice::from_ref(&r)),
+                Format::Table => layer_table(&r),
+            };
+            emit(c, &text)?;
+        }
+        Command::Run {
+            tokens,
+            rank,
+            targets,
+            integration_time: it,
+        } => {
+            let mut arch = load_arch(c, &arch_sets)?;
+            integration_time(&mut arch, it)?;
+            let mut w = load_workload(c, &work_sets)?;
+            if let Some(t) = tokens {
+                w.tokens_per_group = *t;
+            }
+            if let Some(r) = rank {
+                w.lora.rank = *r;
+            }
+            if let Some(t) = targets {
+                w.lora.targets = t
+                    .parse::<Targets>()
+                    .map_err(|e| bad(format!("--targets: {e}")))?;
+            }
+            w.validate().map_err(|e| bad(format!("workload: {e}")))?;
+            let r = summary::run_workload(&arch, &w, opts).map_err(|e| bad(e.to_string()))?;
+            let text = match fmt {
+                Format::Json => report::to_json(&r),
+                Format::Csv => report::to_csv(&r.layers),
+                Format::Table => run_table(&r),
+            };
+            emit(c, &text)?;
+        }
+        Command::Kernel(k) => {
+            let arch = load_arch(c, &arch_sets)?;
+            let text = kernel(&arch, k, fmt)?;
+            emit(c, &text)?;
+        }
+    }
+    Ok(0)
+}
+
+fn kernel(arch: &Architecture, k: &KernelCmd, fmt: Format) -> Result<String, Failure> {
+    let value = match k {
+        KernelCmd::Redmule {
+            m,
+            n,
+            k,
+            rows,
+            no_y,
+        } => {
+            let mut p = arch.pmca.redmule.clone();
+            if let Some(r) = rows {
+                p.rows = *r;
+            }
+            p.validate()
+                .map_err(|e| bad(format!("--rows / pmca.redmule.{e}")))?;
+            if *m == 0 || *n == 0 || *k == 0 {
+                return Err(bad("--m, --n and --k must be at least 1"));
+            }
+            let j = if *no_y {
+                redmule::matmul_cycles(&p, *m, *n, *k)
+            } else {
+                redmule::job_cycles(&p, *m, *n, *k)
+            };
+            serde_json::json!({
+                "m": m, "n": n, "k": k, "rows": p.rows, "units": p.units, "pipe_regs": p.pipe_regs,
+                "y": !no_y,
+                "cycles": j.total,
+                "array_cycles": j.array,
+                "port_bound_cycles": j.port_bound(),
+                "fixed_cycles": j.trigger + j.tiler + j.preload + j.drain + j.store + j.stream_latency,
+                "utilisation": redmule::utilisation(&p, *m, *n, *k, j.total),
+            })
+        }
+        KernelCmd::Dma {
+            bytes,
+            addr,
+            ext_bytes_per_cycle,
+        } => {
+            if *bytes == 0 {
+                return Err(bad("--bytes must be at least 1"));
+            }
+            let plan = arch.pmca.dma.plan(
+                0,
+                *addr,
+                *bytes,
+                aimcsim::hw::dma::TcdmSide::Dst,
+                aimcsim::hw::dma::ExtLink {
+                    bytes_per_cycle: *ext_bytes_per_cycle,
+                    latency_cycles: 0,
+                },
+            );
+            let cycles = plan.ideal_cycles();
+            serde_json::json!({ "bytes": bytes, "addr": addr, "bursts": plan.bursts.len(), "tcdm_beats": plan.tcdm_beats(), "cycles": cycles })
+        }
+        KernelCmd::Aimc {
+            tokens,
+            in_features,
+        } => {
+            let link = &arch.link;
+            let load_cycles =
+                (in_features * link.input_format.bytes()).div_ceil(link.bytes_per_cycle());
+            let load = aimcsim::units::Clock::new(arch.pmca.clock)
+                .to_ps(aimcsim::units::Cycles(load_cycles));
+            let lat = arch.aimc.group_latency(*tokens, load, link.latency);
+            serde_json::json!({
+                "tokens": tokens, "in": in_features,
+                "integration_time_ns": arch.aimc.integration_time.as_ns_f64(),
+                "load_ns": load.as_ns_f64(),
+                "latency_ps": lat.0, "latency_ns": lat.as_ns_f64(),
+            })
+        }
+    };
+    Ok(match fmt {
+        Format::Json => report::to_json(&value),
+        Format::Csv => report::to_csv(std::slice::from_ref(&value)),
+        Format::Table => {
+            let obj = value.as_object().expect("object");
+            let pairs: Vec<(&str, String)> = obj
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.to_string()))
+                .collect();
+            report::key_values("", &pairs)
+        }
+    })
+}
+
+fn f1(x: f64) -> String {
+    format!("{x:.1}")
+}
+
+fn layer_table(r: &LayerReport) -> String {
+    let mut s = report::key_values(
+        &format!(
+            "Linear {} -> {} with LoRA rank {}, t = {} tokens, L = {}, integration {} ns",
+            r.in_features, r.out_features, r.rank, r.tokens, r.seq_len, r.integration_time_ns
+        ),
+        &[
+            ("AIMC, one group (ns)", f1(r.aimc_ns)),
+            ("PMCA, one group (ns)", f1(r.pmca_ns)),
+            ("  output transfer (ns)", f1(r.out_transfer_ns)),
+            ("  handshake/convert (ns)", f1(r.post_ns)),
+            ("  LoRA X A (ns)", f1(r.lora_down_ns)),
+            ("  LoRA (X A) B + Y (ns)", f1(r.lora_up_ns)),
+            ("PMCA / AIMC", format!("{:.3}", r.pmca_to_aimc)),
+            ("TCDM, LoRA step (bytes)", r.tcdm_bytes.to_string()),
+            ("TCDM, schedule (bytes)", r.tcdm_schedule_bytes.to_string()),
+            (
+                "fits TCDM",
+                format!("{} (capacity {} bytes)", r.fits_tcdm, r.tcdm_capacity_bytes),
+            ),
+            ("total, L tokens (ns)", f1(r.total_ns)),
+            ("baseline, no LoRA (ns)", f1(r.baseline_ns)),
+            ("overhead", format!("{:.3}", r.overhead)),
+        ],
+    );
+    if !r.fits_tcdm {
+        s.push_str("warning: the schedule does not fit the TCDM; timing shown as if it did\n");
+    }
+    s
+}
+
+fn run_table(r: &RunReport) -> String {
+    let mut s = report::key_values(
+        &format!(
+            "{} on {}: L = {}, t = {}, integration {} ns",
+            r.workload, r.architecture, r.seq_len, r.tokens, r.integration_time_ns
+        ),
+        &[
+            ("total latency (ns)", f1(r.total_ns)),
+            ("without LoRA (ns)", f1(r.baseline_ns)),
+            ("overhead", format!("{:.3}", r.overhead)),
+            ("tiles", r.tiles.to_string()),
+            ("AIMC weights", r.aimc_weights.to_string()),
+            ("LoRA parameters", r.lora_params.to_string()),
+            (
+                "peak TCDM per pair (bytes)",
+                format!(
+                    "{} of {} ({})",
+                    r.peak_tcdm_bytes,
+                    r.tcdm_capacity_bytes,
+                    if r.fits_tcdm { "fits" } else { "DOES NOT FIT" }
+                ),
+            ),
+            ("K+V of one layer in L2 (bytes)", r.l2_kv_bytes.to_string()),
+            (
+                "utilisation tile/dma/redmule/cores",
+                format!(
+                    "{:.1}% / {:.1}% / {:.1}% / {:.1}%",
+                    100.0 * r.utilisation.tile,
+                    100.0 * r.utilisation.dma,
+                    100.0 * r.utilisation.redmule,
+                    100.0 * r.utilisation.cores
+                ),
+            ),
+            (
+                "group latency p50/p90/p99/max (ns)",
+                format!(
+                    "{} / {} / {} / {}",
+                    r.group_latency.p50_ns,
+                    r.group_latency.p90_ns,
+                    r.group_latency.p99_ns,
+                    r.group_latency.max_ns
+                ),
+            ),
+            (
+                "TCDM conflict stall cycles",
+                r.tcdm_stall_cycles.to_string(),
+            ),
+            (
+                "host",
+                format!(
+                    "{} events in {:.3} s ({:.1} M events/s)",
+                    r.events,
+                    r.host_seconds,
+                    r.events_per_host_second / 1e6
+                ),
+            ),
+        ],
+    );
+    let mut t = Table::new(
+        "\nPer layer (span in the pipelined run)",
+        &[
+            "layer",
+            "start (ns)",
+            "end (ns)",
+            "latency (ns)",
+            "no LoRA (ns)",
+        ],
+    );
+    for l in &r.layers {
+        t.row(vec![
+            l.name.clone(),
+            f1(l.start_ns),
+            f1(l.end_ns),
+            f1(l.latency_ns),
+            f1(l.baseline_latency_ns),
+        ]);
+    }
+    s.push_str(&t.render());
+    s.push_str("Snitch cores are kernel cost models (cycles per element), not instruction-level simulation.\n");
+    s
 }

@@ -7,6 +7,8 @@
 //! timing layer (`crate::timing`) wraps them into engine components.
 
 pub mod access;
+pub mod aimc;
 pub mod dma;
 pub mod redmule;
+pub mod snitch;
 pub mod tcdm;

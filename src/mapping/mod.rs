@@ -1,0 +1,335 @@
+//! Mapping: places every static MVM on AIMC tiles (split into 512 x 512
+//! blocks when larger; one matrix or block per tile) and every other
+//! operation on the PMCA paired with a tile, and plans the TCDM buffers
+//! (byte addresses) of each operation for a token group of t tokens.
+//!
+//! Rules:
+//! - A static MVM `in x out` takes `ceil(in/rows) x ceil(out/cols)` tiles.
+//!   Row blocks produce partial sums for the same outputs; the PMCA of the
+//!   first row block of each column block (the *owner*) gathers and adds
+//!   them, then runs the LoRA branch for its columns (`X A` over the whole
+//!   input, `(X A) B_c + Y_c` for its columns).
+//! - Every other operation runs on the *home* pair of its first input: the
+//!   owner of column block 0 for an MVM, the operation's own pair otherwise.
+//!   Attention runs on the home pair of its queries.
+//! - A tensor produced on one pair and read on another crosses the shared L2
+//!   interconnect by DMA (see `timing`).
+//! - Matrices do not share tiles: packing several small matrices onto one
+//!   tile would serialise projections that run concurrently; it is left for
+//!   a later option and the tile count is reported as is.
+
+use crate::config::Architecture;
+use crate::graph::{Graph, NodeKind, FP16_BYTES};
+use crate::units::Bytes;
+use petgraph::graph::NodeIndex;
+use petgraph::visit::EdgeRef;
+
+/// A rectangular block of a weight matrix on one tile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TileBlock {
+    /// The tile + PMCA pair holding it.
+    pub pair: u32,
+    /// Row block index (input slice) and column block index (output slice).
+    pub row_block: u32,
+    pub col_block: u32,
+    /// Input features (crossbar rows used) and output features (columns used).
+    pub rows: u32,
+    pub cols: u32,
+}
+
+/// Where a node runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// A static MVM: its tile blocks, row-major by (row_block, col_block).
+    Aimc {
+        blocks: Vec<TileBlock>,
+        row_blocks: u32,
+        col_blocks: u32,
+    },
+    /// A LoRA step: one instance per column block of its MVM, on each owner.
+    PerColumn { owners: Vec<u32>, cols: Vec<u32> },
+    /// A PMCA operation on one pair.
+    Pmca { pair: u32 },
+}
+
+/// A buffer in a pair's TCDM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Buffer {
+    pub name: &'static str,
+    /// Byte address in the TCDM.
+    pub addr: u64,
+    pub bytes: Bytes,
+}
+
+/// The TCDM plan of the LoRA step of one column block for a group of t
+/// tokens: the live FP16 data `X (t x m)`, `X A (t x r)`, output `(t x n)`,
+/// `A (m x r)`, `B (r x n)`, plus the double buffers of the schedule (the
+/// next group's X and tile outputs arrive while this one is processed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoraPlan {
+    pub x: Buffer,
+    pub xa: Buffer,
+    pub y: Buffer,
+    pub a: Buffer,
+    pub b: Buffer,
+    pub x_next: Buffer,
+    pub y_next: Buffer,
+}
+
+impl LoraPlan {
+    /// Lays the buffers out from address 0, each aligned to `align` bytes.
+    pub fn new(tokens: u64, m: u64, r: u64, n: u64, align: u64) -> LoraPlan {
+        let mut next = 0u64;
+        let mut alloc = |name: &'static str, bytes: u64| {
+            let addr = next;
+            next = (next + bytes).div_ceil(align) * align;
+            Buffer {
+                name,
+                addr,
+                bytes: Bytes(bytes),
+            }
+        };
+        let e = FP16_BYTES;
+        LoraPlan {
+            x: alloc("x", tokens * m * e),
+            xa: alloc("xa", tokens * r * e),
+            y: alloc("y", tokens * n * e),
+            a: alloc("a", m * r * e),
+            b: alloc("b", r * n * e),
+            x_next: alloc("x_next", tokens * m * e),
+            y_next: alloc("y_next", tokens * n * e),
+        }
+    }
+    /// The LoRA step's live data: X, X A, output, A, B.
+    pub fn tcdm_bytes(&self) -> Bytes {
+        self.x.bytes + self.xa.bytes + self.y.bytes + self.a.bytes + self.b.bytes
+    }
+    /// Everything the schedule keeps live, double buffers included, with
+    /// alignment padding.
+    pub fn schedule_bytes(&self) -> Bytes {
+        Bytes(self.y_next.addr + self.y_next.bytes.0)
+    }
+}
+
+/// The mapped graph.
+#[derive(Debug, Clone)]
+pub struct Mapping {
+    /// Placement of every node, indexed by `NodeIndex::index()`.
+    pub placement: Vec<Placement>,
+    /// Tile + PMCA pairs used.
+    pub pairs: u32,
+    /// Token group size t.
+    pub tokens: u32,
+}
+
+/// Why a graph cannot be mapped onto an architecture.
+#[derive(Debug, thiserror::Error)]
+pub enum MappingError {
+    #[error("the workload needs {needed} tile + PMCA pairs but the architecture has `pairs: {available}`")]
+    TooFewPairs { needed: u32, available: u32 },
+}
+
+impl Mapping {
+    pub fn new(graph: &Graph, arch: &Architecture, tokens: u32) -> Result<Mapping, MappingError> {
+        let rows = arch.aimc.rows;
+        let cols = arch.aimc.cols;
+        let mut placement: Vec<Option<Placement>> = vec![None; graph.g.node_count()];
+        let mut next_pair = 0u32;
+        // Home pair of each node's output tensor.
+        let mut home: Vec<u32> = vec![0; graph.g.node_count()];
+        for &n in &graph.order {
+            let node = &graph.g[n];
+            let p = match node.kind {
+                NodeKind::StaticMvm {
+                    in_features,
+                    out_features,
+                } => {
+                    let rb = in_features.div_ceil(rows);
+                    let cb = out_features.div_ceil(cols);
+                    let mut blocks = Vec::new();
+                    for r in 0..rb {
+                        for c in 0..cb {
+                            blocks.push(TileBlock {
+                                pair: next_pair,
+                                row_block: r,
+                                col_block: c,
+                                rows: (in_features - r * rows).min(rows),
+                                cols: (out_features - c * cols).min(cols),
+                            });
+                            next_pair += 1;
+                        }
+                    }
+                    home[n.index()] = blocks[0].pair;
+                    Placement::Aimc {
+                        blocks,
+                        row_blocks: rb,
+                        col_blocks: cb,
+                    }
+                }
+                NodeKind::LoraDown { .. } | NodeKind::LoraUp { .. } => {
+                    // The MVM of the same projection was placed just before.
+                    let mvm = mvm_of(graph, n);
+                    let Some(Placement::Aimc {
+                        blocks, col_blocks, ..
+                    }) = &placement[mvm.index()]
+                    else {
+                        unreachable!("a LoRA node follows its MVM")
+                    };
+                    let owners: Vec<u32> = blocks[..*col_blocks as usize]
+                        .iter()
+                        .map(|b| b.pair)
+                        .collect();
+                    let cs = blocks[..*col_blocks as usize]
+                        .iter()
+                        .map(|b| b.cols)
+                        .collect();
+                    home[n.index()] = owners[0];
+                    Placement::PerColumn { owners, cols: cs }
+                }
+                _ => {
+                    let first_input = graph
+                        .g
+                        .edges_directed(n, petgraph::Direction::Incoming)
+                        .min_by_key(|e| e.id().index())
+                        .map(|e| e.source());
+                    let pair = match first_input {
+                        Some(src) => home[src.index()],
+                        None => {
+                            // Reads only the graph input: a pair of its own.
+                            next_pair += 1;
+                            next_pair - 1
+                        }
+                    };
+                    home[n.index()] = pair;
+                    Placement::Pmca { pair }
+                }
+            };
+            placement[n.index()] = Some(p);
+        }
+        if let Some(avail) = arch.pairs {
+            if next_pair > avail {
+                return Err(MappingError::TooFewPairs {
+                    needed: next_pair,
+                    available: avail,
+                });
+            }
+        }
+        Ok(Mapping {
+            placement: placement
+                .into_iter()
+                .map(|p| p.expect("every node placed"))
+                .collect(),
+            pairs: next_pair,
+            tokens,
+        })
+    }
+
+    pub fn placement(&self, n: NodeIndex) -> &Placement {
+        &self.placement[n.index()]
+    }
+
+    /// The pair where a node's output tensor is complete.
+    pub fn home(&self, n: NodeIndex) -> u32 {
+        match &self.placement[n.index()] {
+            Placement::Aimc { blocks, .. } => blocks[0].pair,
+            Placement::PerColumn { owners, .. } => owners[0],
+            Placement::Pmca { pair } => *pair,
+        }
+    }
+
+    /// Tiles in use (one per pair holding a matrix block).
+    pub fn tiles(&self) -> u32 {
+        self.placement
+            .iter()
+            .map(|p| match p {
+                Placement::Aimc { blocks, .. } => blocks.len() as u32,
+                _ => 0,
+            })
+            .sum()
+    }
+}
+
+/// The static MVM a LoRA node belongs to.
+pub fn mvm_of(graph: &Graph, n: NodeIndex) -> NodeIndex {
+    let mut cur = n;
+    loop {
+        match graph.g[cur].kind {
+            NodeKind::StaticMvm { .. } => return cur,
+            NodeKind::LoraUp { .. } => {
+                // Its `y` input is the MVM.
+                return graph
+                    .g
+                    .edges_directed(cur, petgraph::Direction::Incoming)
+                    .find(|e| e.weight().slot == "y")
+                    .map(|e| e.source())
+                    .expect("lora_up reads its MVM");
+            }
+            NodeKind::LoraDown { .. } => {
+                // The up step it feeds reads the MVM.
+                cur = graph
+                    .g
+                    .edges_directed(cur, petgraph::Direction::Outgoing)
+                    .map(|e| e.target())
+                    .next()
+                    .expect("lora_down feeds lora_up");
+            }
+            _ => unreachable!("mvm_of called on a non-linear node"),
+        }
+    }
+}
+
+/// TCDM bytes each pair's schedule keeps live: the sum over the operations
+/// it hosts (buffers of different operations are all resident, since the
+/// pipeline interleaves their groups). FP16 throughout.
+pub fn tcdm_per_pair(graph: &Graph, map: &Mapping, arch: &Architecture) -> Vec<Bytes> {
+    let t = map.tokens as u64;
+    let e = FP16_BYTES;
+    let mut per = vec![0u64; map.pairs as usize];
+    for &n in &graph.order {
+        let node = &graph.g[n];
+        match (&node.kind, map.placement(n)) {
+            (NodeKind::StaticMvm { in_features, .. }, Placement::Aimc { blocks, .. }) => {
+                let rank = graph
+                    .g
+                    .neighbors_directed(n, petgraph::Direction::Outgoing)
+                    .find_map(|c| match graph.g[c].kind {
+                        NodeKind::LoraUp { rank, .. } => Some(rank as u64),
+                        _ => None,
+                    })
+                    .unwrap_or(0);
+                for b in blocks {
+                    if b.row_block == 0 {
+                        let plan = LoraPlan::new(t, *in_features as u64, rank, b.cols as u64, 64);
+                        per[b.pair as usize] += plan.schedule_bytes().0;
+                    } else {
+                        // Only its input slice, double-buffered.
+                        per[b.pair as usize] += 2 * t * b.rows as u64 * e;
+                    }
+                }
+            }
+            (NodeKind::Elementwise { width, .. }, Placement::Pmca { pair }) => {
+                let inputs = graph
+                    .g
+                    .neighbors_directed(n, petgraph::Direction::Incoming)
+                    .count() as u64;
+                per[*pair as usize] += 2 * (inputs.max(1) + 1) * t * *width as u64 * e;
+            }
+            (
+                NodeKind::AttnContext {
+                    heads, head_dim, ..
+                },
+                Placement::Pmca { pair },
+            ) => {
+                let hd = *head_dim as u64;
+                let qw = *heads as u64 * hd;
+                let seen = graph.seq_len as u64;
+                let per_key = 2 * hd * e + t * e;
+                let chunk = ((arch.pmca.tcdm.size.0 / 2) / per_key).max(8).min(seen);
+                // Q and O double-buffered, one chunk of K, V and scores.
+                per[*pair as usize] += 2 * 2 * t * qw * e + chunk * per_key;
+            }
+            _ => {}
+        }
+    }
+    per.into_iter().map(Bytes).collect()
+}

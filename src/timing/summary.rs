@@ -1,0 +1,396 @@
+//! Summaries of timing runs, as the commands report them: one linear layer
+//! with its LoRA branch (`aimcsim layer`) and a whole workload
+//! (`aimcsim run`), each with and without LoRA.
+
+use super::{run, Step, Timeline, TimingOptions, Unit};
+use crate::config::{Architecture, BlockKind, LoraSpec, ModelKind, Op, Targets, Workload};
+use crate::graph::{Graph, NodeKind};
+use crate::mapping::{tcdm_per_pair, LoraPlan, Mapping, MappingError};
+use crate::units::Ps;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// What `aimcsim layer` asks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerQuery {
+    pub in_features: u32,
+    pub out_features: u32,
+    pub rank: u32,
+    pub tokens: u32,
+    pub seq_len: u32,
+}
+
+/// One linear layer with its LoRA branch on one tile + PMCA pair.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerReport {
+    pub in_features: u32,
+    pub out_features: u32,
+    pub rank: u32,
+    pub tokens: u32,
+    pub seq_len: u32,
+    pub integration_time_ns: f64,
+    pub tiles: u32,
+    /// One group of t tokens on the tile.
+    pub aimc_ns: f64,
+    /// The PMCA's work for the same group once the tile is done: output
+    /// transfer, handshake and conversion, LoRA down and up with the add.
+    pub pmca_ns: f64,
+    pub pmca_to_aimc: f64,
+    /// Parts of `pmca_ns`.
+    pub out_transfer_ns: f64,
+    pub post_ns: f64,
+    pub lora_down_ns: f64,
+    pub lora_up_ns: f64,
+    /// The PMCA's work without LoRA (transfer and post-processing).
+    pub baseline_pmca_ns: f64,
+    /// The LoRA step's live FP16 data: X, X A, output, A, B.
+    pub tcdm_bytes: u64,
+    /// Everything the schedule keeps live (double buffers for X and the
+    /// tile outputs), alignment included.
+    pub tcdm_schedule_bytes: u64,
+    pub tcdm_capacity_bytes: u64,
+    pub fits_tcdm: bool,
+    /// All L tokens through the pipeline.
+    pub total_ns: f64,
+    /// The same pipeline without the LoRA step.
+    pub baseline_ns: f64,
+    pub overhead: f64,
+    /// Cycles lost to TCDM bank conflicts over the whole run.
+    pub tcdm_stall_cycles: u64,
+}
+
+/// Why a query cannot be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Mapping(#[from] MappingError),
+}
+
+/// The one-layer workload of a query.
+pub fn layer_workload(q: &LayerQuery, with_lora: bool) -> Workload {
+    Workload {
+        name: format!("linear {}x{}", q.in_features, q.out_features),
+        kind: ModelKind::Encoder,
+        seq_len: q.seq_len,
+        tokens_per_group: q.tokens,
+        input_width: q.in_features,
+        embedding: Vec::new(),
+        layer: vec![Op::Linear {
+            name: "linear".into(),
+            from: "input".into(),
+            in_features: q.in_features,
+            out_features: q.out_features,
+        }],
+        num_layers: 1,
+        head: Vec::new(),
+        lora: LoraSpec {
+            rank: q.rank,
+            alpha: 2.0 * q.rank as f64,
+            targets: if with_lora && q.rank > 0 {
+                Targets::All
+            } else {
+                Targets::None
+            },
+        },
+    }
+}
+
+fn ns(p: Ps) -> f64 {
+    p.as_ns_f64()
+}
+
+fn span(tl: &Timeline, step: Step, group: u32) -> Option<(Ps, Ps)> {
+    tl.tasks
+        .tasks
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.step == step && t.group == group)
+        .map(|(i, _)| tl.intervals[i])
+        .fold(None, |acc, iv| match acc {
+            None => Some((iv.start, iv.end)),
+            Some((s, e)) => Some((s.min(iv.start), e.max(iv.end))),
+        })
+}
+
+fn dur(tl: &Timeline, step: Step, group: u32) -> Ps {
+    span(tl, step, group)
+        .map(|(s, e)| e - s)
+        .unwrap_or(Ps::ZERO)
+}
+
+/// Runs `aimcsim layer`.
+pub fn layer(
+    arch: &Architecture,
+    q: &LayerQuery,
+    opts: TimingOptions,
+) -> Result<LayerReport, QueryError> {
+    let w = layer_workload(q, true);
+    w.validate()
+        .map_err(|e| QueryError::Invalid(format!("the layer query is invalid: {e}")))?;
+    let base_w = layer_workload(q, false);
+    let graph = Graph::build(&w);
+    let map = Mapping::new(&graph, arch, q.tokens)?;
+    let tl = run(&graph, &map, arch, opts);
+    let base_graph = Graph::build(&base_w);
+    let base_map = Mapping::new(&base_graph, arch, q.tokens)?;
+    let base = run(&base_graph, &base_map, arch, opts);
+
+    // Group 0 holds t tokens (t <= L) and meets no other group's traffic on
+    // the PMCA: its numbers are the isolated per-group figures.
+    let (tile_start, tile_end) = span(&tl, Step::Tile, 0).expect("group 0 runs on the tile");
+    let finish_step = if q.rank > 0 { Step::LoraUp } else { Step::Post };
+    let (_, fin) = span(&tl, finish_step, 0).expect("group 0 finishes");
+    let (_, base_fin) = span(&base, Step::Post, 0).expect("group 0 finishes");
+    let (_, base_tile_end) = span(&base, Step::Tile, 0).expect("group 0 runs");
+    let aimc = tile_end - tile_start;
+    let pmca = fin - tile_end;
+    let m = q.in_features as u64;
+    let n = q.out_features as u64;
+    // The TCDM plan of the one column block the layer has when it fits a
+    // tile; for wider layers, the widest block's.
+    let cols = n.min(arch.aimc.cols as u64);
+    let plan = LoraPlan::new(q.tokens as u64, m, q.rank as u64, cols, 64);
+    let capacity = arch.pmca.tcdm.size.0;
+    let sched = plan.schedule_bytes().0;
+    Ok(LayerReport {
+        in_features: q.in_features,
+        out_features: q.out_features,
+        rank: q.rank,
+        tokens: q.tokens,
+        seq_len: q.seq_len,
+        integration_time_ns: ns(arch.aimc.integration_time),
+        tiles: map.tiles(),
+        aimc_ns: ns(aimc),
+        pmca_ns: ns(pmca),
+        pmca_to_aimc: pmca.0 as f64 / aimc.0 as f64,
+        out_transfer_ns: ns(dur(&tl, Step::Out, 0)),
+        post_ns: ns(dur(&tl, Step::Post, 0)),
+        lora_down_ns: ns(dur(&tl, Step::LoraDown, 0)),
+        lora_up_ns: ns(dur(&tl, Step::LoraUp, 0)),
+        baseline_pmca_ns: ns(base_fin - base_tile_end),
+        tcdm_bytes: plan.tcdm_bytes().0,
+        tcdm_schedule_bytes: sched,
+        tcdm_capacity_bytes: capacity,
+        fits_tcdm: sched <= capacity,
+        total_ns: ns(tl.makespan),
+        baseline_ns: ns(base.makespan),
+        overhead: tl.makespan.0 as f64 / base.makespan.0 as f64,
+        tcdm_stall_cycles: tl.tcdm_stall_cycles.iter().sum(),
+    })
+}
+
+/// Per-layer figures of a workload run.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerSpan {
+    /// `embedding`, `layer.N` or `head`.
+    pub name: String,
+    pub start_ns: f64,
+    pub end_ns: f64,
+    /// End minus start: the layer's span in the pipelined run.
+    pub latency_ns: f64,
+    pub baseline_latency_ns: f64,
+}
+
+/// Utilisation (busy time over the run) per unit kind, averaged over the
+/// pairs in use.
+#[derive(Debug, Clone, Serialize)]
+pub struct Utilisation {
+    pub tile: f64,
+    pub dma: f64,
+    pub redmule: f64,
+    pub cores: f64,
+}
+
+/// Percentiles of the latency of a token group through the whole model.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupLatency {
+    pub p50_ns: f64,
+    pub p90_ns: f64,
+    pub p99_ns: f64,
+    pub max_ns: f64,
+}
+
+/// `aimcsim run`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub workload: String,
+    pub architecture: String,
+    pub seq_len: u32,
+    pub tokens: u32,
+    pub integration_time_ns: f64,
+    pub total_ns: f64,
+    pub baseline_ns: f64,
+    pub overhead: f64,
+    pub tiles: u32,
+    pub aimc_weights: u64,
+    pub lora_params: u64,
+    pub lora_bytes: u64,
+    pub peak_tcdm_bytes: u64,
+    pub tcdm_capacity_bytes: u64,
+    pub fits_tcdm: bool,
+    /// K and V of one layer's whole sequence, held in the L2 for attention.
+    pub l2_kv_bytes: u64,
+    pub l2_capacity_bytes: u64,
+    pub utilisation: Utilisation,
+    pub baseline_utilisation: Utilisation,
+    pub group_latency: GroupLatency,
+    pub tcdm_stall_cycles: u64,
+    pub events: u64,
+    pub host_seconds: f64,
+    pub events_per_host_second: f64,
+    pub layers: Vec<LayerSpan>,
+}
+
+fn layer_name(block: BlockKind, layer: Option<u32>) -> String {
+    match layer {
+        Some(i) => format!("layer.{i}"),
+        None => block.field().to_string(),
+    }
+}
+
+fn layer_spans(graph: &Graph, tl: &Timeline) -> Vec<(String, Ps, Ps)> {
+    let mut spans: Vec<(String, Ps, Ps)> = Vec::new();
+    for (i, t) in tl.tasks.tasks.iter().enumerate() {
+        let node = &graph.g[t.node];
+        let name = layer_name(node.block, node.layer);
+        let iv = tl.intervals[i];
+        match spans.iter_mut().find(|(n, _, _)| *n == name) {
+            Some(s) => {
+                s.1 = s.1.min(iv.start);
+                s.2 = s.2.max(iv.end);
+            }
+            None => spans.push((name, iv.start, iv.end)),
+        }
+    }
+    spans.sort_by_key(|s| (s.1, s.2));
+    spans
+}
+
+fn utilisation(tl: &Timeline) -> Utilisation {
+    let mut u = [0.0f64; 4];
+    for unit in Unit::ALL {
+        let used: Vec<Ps> = tl
+            .busy
+            .iter()
+            .map(|b| b[unit.index()])
+            .filter(|b| b.0 > 0)
+            .collect();
+        if !used.is_empty() && tl.makespan.0 > 0 {
+            u[unit.index()] = used.iter().map(|b| b.0 as f64).sum::<f64>()
+                / (used.len() as f64 * tl.makespan.0 as f64);
+        }
+    }
+    Utilisation {
+        tile: u[0],
+        dma: u[1],
+        redmule: u[2],
+        cores: u[3],
+    }
+}
+
+fn group_latency(tl: &Timeline) -> GroupLatency {
+    let g = tl.tasks.groups as usize;
+    let mut first = vec![Ps(u64::MAX); g];
+    let mut last = vec![Ps::ZERO; g];
+    for (i, t) in tl.tasks.tasks.iter().enumerate() {
+        let iv = tl.intervals[i];
+        let k = t.group as usize;
+        first[k] = first[k].min(iv.start);
+        last[k] = last[k].max(iv.end);
+    }
+    // Nanosecond resolution, 3 significant digits.
+    let mut h = Histogram::<u64>::new(3).expect("3 significant digits is valid");
+    for k in 0..g {
+        if last[k] >= first[k] {
+            h.record((last[k] - first[k]).0.div_ceil(1000).max(1))
+                .expect("auto-resizing histogram");
+        }
+    }
+    GroupLatency {
+        p50_ns: h.value_at_quantile(0.5) as f64,
+        p90_ns: h.value_at_quantile(0.9) as f64,
+        p99_ns: h.value_at_quantile(0.99) as f64,
+        max_ns: h.max() as f64,
+    }
+}
+
+/// Runs `aimcsim run`: the workload with its adapters and without.
+pub fn run_workload(
+    arch: &Architecture,
+    w: &Workload,
+    opts: TimingOptions,
+) -> Result<RunReport, QueryError> {
+    let graph = Graph::build(w);
+    let map = Mapping::new(&graph, arch, w.tokens_per_group)?;
+    let tl = run(&graph, &map, arch, opts);
+    let mut base_w = w.clone();
+    base_w.lora.targets = Targets::None;
+    let base_graph = Graph::build(&base_w);
+    let base_map = Mapping::new(&base_graph, arch, w.tokens_per_group)?;
+    let base = run(&base_graph, &base_map, arch, opts);
+
+    let spans = layer_spans(&graph, &tl);
+    let base_spans = layer_spans(&base_graph, &base);
+    let layers = spans
+        .iter()
+        .map(|(name, s, e)| {
+            let b = base_spans
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .map(|(_, s, e)| *e - *s)
+                .unwrap_or(Ps::ZERO);
+            LayerSpan {
+                name: name.clone(),
+                start_ns: ns(*s),
+                end_ns: ns(*e),
+                latency_ns: ns(*e - *s),
+                baseline_latency_ns: ns(b),
+            }
+        })
+        .collect();
+    let tcdm = tcdm_per_pair(&graph, &map, arch);
+    let peak = tcdm.iter().map(|b| b.0).max().unwrap_or(0);
+    let capacity = arch.pmca.tcdm.size.0;
+    let l2_kv: u64 = graph
+        .g
+        .node_weights()
+        .filter_map(|n| match n.kind {
+            NodeKind::AttnContext {
+                kv_heads, head_dim, ..
+            } => Some(2 * graph.seq_len as u64 * kv_heads as u64 * head_dim as u64 * 2),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    let lora_params = graph.lora_params();
+    Ok(RunReport {
+        workload: w.name.clone(),
+        architecture: arch.name.clone(),
+        seq_len: w.seq_len,
+        tokens: w.tokens_per_group,
+        integration_time_ns: ns(arch.aimc.integration_time),
+        total_ns: ns(tl.makespan),
+        baseline_ns: ns(base.makespan),
+        overhead: tl.makespan.0 as f64 / base.makespan.0 as f64,
+        tiles: map.tiles(),
+        aimc_weights: graph.aimc_weights(),
+        lora_params,
+        lora_bytes: lora_params * 2,
+        peak_tcdm_bytes: peak,
+        tcdm_capacity_bytes: capacity,
+        fits_tcdm: peak <= capacity,
+        l2_kv_bytes: l2_kv,
+        l2_capacity_bytes: arch.l2.size.0,
+        utilisation: utilisation(&tl),
+        baseline_utilisation: utilisation(&base),
+        group_latency: group_latency(&tl),
+        tcdm_stall_cycles: tl.tcdm_stall_cycles.iter().sum(),
+        events: tl.stats.events + base.stats.events,
+        host_seconds: tl.stats.host_seconds + base.stats.host_seconds,
+        events_per_host_second: (tl.stats.events + base.stats.events) as f64
+            / (tl.stats.host_seconds + base.stats.host_seconds).max(1e-9),
+        layers,
+    })
+}

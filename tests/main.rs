@@ -1,0 +1,6 @@
+//! Integration tests, one module per topic.
+
+mod cli;
+mod descriptions;
+mod layer;
+mod workload;
