@@ -128,10 +128,10 @@ fn override_value(v: &str) -> Result<serde_json::Value, String> {
     if let Some(s) = v.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
         return Ok(s.into());
     }
-    let word = v
-        .chars()
-        .all(|c| c.is_alphanumeric() || matches!(c, '_' | '.' | 'µ'));
-    if word && !v.is_empty() {
+    // Anything without RON structure (`128ns`, `-5ns`, `Fp16`) is a string:
+    // the field's own parser says what is wrong with it.
+    let structured = v.contains(['(', ')', '[', ']', '{', '}', ',', '"', ':']);
+    if !structured && !v.is_empty() {
         return Ok(v.into());
     }
     if let Some(name) = v.strip_suffix(')') {
@@ -213,10 +213,11 @@ pub fn apply_overrides<T: Serialize + DeserializeOwned>(
     })
 }
 
+/// `(field.path, value)` pairs of `--set`.
+pub type Overrides = Vec<(String, String)>;
+
 /// Splits `arch.a.b=v` / `workload.a.b=v` overrides by description.
-pub fn split_overrides(
-    sets: &[String],
-) -> Result<(Vec<(String, String)>, Vec<(String, String)>), ConfigError> {
+pub fn split_overrides(sets: &[String]) -> Result<(Overrides, Overrides), ConfigError> {
     let mut arch = Vec::new();
     let mut work = Vec::new();
     for s in sets {

@@ -1020,7 +1020,7 @@ mod tests {
         // b2 (banks 16-19) at 2 -> finish 3.
         let rm_phases = vec![phase(vec![beat(0, 32), beat(64, 32), beat(128, 32)], 0, 0)];
         let rm = stream(MasterSpec::redmule(), 0, rm_phases.clone());
-        assert_eq!(simulate(&p, &[rm.clone()]), vec![res(3, 0)]);
+        assert_eq!(simulate(&p, std::slice::from_ref(&rm)), vec![res(3, 0)]);
         // Together, cycle 0: DMA (Wide) and b0 (External) both want banks 0-3:
         // the DMA wins. Cycle 1: b0 retries and gets banks 0-3 while the DMA
         // takes 8-15. Cycle 2: b1 (banks 8-11, free again). Cycle 3: b2.
@@ -1111,7 +1111,7 @@ mod tests {
         let ideal: u64 = phases.iter().map(Phase::ideal_cycles).sum();
         assert_eq!(ideal, 25);
         let s = stream(MasterSpec::redmule(), 100, phases);
-        assert_eq!(simulate(&p, &[s.clone()]), vec![res(125, 0)]);
+        assert_eq!(simulate(&p, std::slice::from_ref(&s)), vec![res(125, 0)]);
         let mut a = Arbiter::new(&p);
         let id = a.add_stream(40, s);
         assert_eq!(a.next_finish(), Some((125, id)));
@@ -1129,7 +1129,7 @@ mod tests {
         let same = phase(vec![beat(0, 8), beat(256, 8), beat(512, 8)], 0, 0);
         let spread = phase((0..5).map(|i| beat(8 * i, 8)).collect(), 0, 0);
         let s = stream(MasterSpec::core(0), 0, vec![same, spread]);
-        assert_eq!(simulate(&p, &[s.clone()]), vec![res(5, 0)]);
+        assert_eq!(simulate(&p, std::slice::from_ref(&s)), vec![res(5, 0)]);
         let mut a = Arbiter::new(&p);
         let id = a.add_stream(0, s);
         assert_eq!(a.next_finish(), Some((5, id)));
@@ -1139,7 +1139,7 @@ mod tests {
     fn stream_without_phases_finishes_at_its_start() {
         let p = TcdmParams::default();
         let s = stream(MasterSpec::dma(), 7, vec![]);
-        assert_eq!(simulate(&p, &[s.clone()]), vec![res(7, 0)]);
+        assert_eq!(simulate(&p, std::slice::from_ref(&s)), vec![res(7, 0)]);
         let mut a = Arbiter::new(&p);
         let id = a.add_stream(0, s);
         assert_eq!(a.next_finish(), Some((7, id)));

@@ -11,7 +11,10 @@
 //!   input, `(X A) B_c + Y_c` for its columns).
 //! - Every other operation runs on the *home* pair of its first input: the
 //!   owner of column block 0 for an MVM, the operation's own pair otherwise.
-//!   Attention runs on the home pair of its queries.
+//!   Attention is spread by KV-head group over the pairs of its layer's
+//!   matrices, starting with the home of its queries (one PMCA running all
+//!   heads of all groups would make it the chip's bottleneck); its output is
+//!   gathered on the queries' home.
 //! - A tensor produced on one pair and read on another crosses the shared L2
 //!   interconnect by DMA (see `timing`).
 //! - Matrices do not share tiles: packing several small matrices onto one
@@ -50,6 +53,9 @@ pub enum Placement {
     PerColumn { owners: Vec<u32>, cols: Vec<u32> },
     /// A PMCA operation on one pair.
     Pmca { pair: u32 },
+    /// Attention: KV-head group `i` runs on `pairs[i % len]`; the output is
+    /// gathered on `pairs[0]`, the home of the queries.
+    Heads { pairs: Vec<u32> },
 }
 
 /// A buffer in a pair's TCDM.
@@ -137,74 +143,111 @@ impl Mapping {
         let mut next_pair = 0u32;
         // Home pair of each node's output tensor.
         let mut home: Vec<u32> = vec![0; graph.g.node_count()];
-        for &n in &graph.order {
-            let node = &graph.g[n];
-            let p = match node.kind {
-                NodeKind::StaticMvm {
-                    in_features,
-                    out_features,
-                } => {
-                    let rb = in_features.div_ceil(rows);
-                    let cb = out_features.div_ceil(cols);
-                    let mut blocks = Vec::new();
-                    for r in 0..rb {
-                        for c in 0..cb {
-                            blocks.push(TileBlock {
-                                pair: next_pair,
-                                row_block: r,
-                                col_block: c,
-                                rows: (in_features - r * rows).min(rows),
-                                cols: (out_features - c * cols).min(cols),
-                            });
-                            next_pair += 1;
+        // Pass 1 places the matrices (and their LoRA steps), pass 2 the PMCA
+        // operations, so attention can spread over all its layer's pairs.
+        for pass in 0..2 {
+            for &n in &graph.order {
+                let node = &graph.g[n];
+                let is_matrix = matches!(
+                    node.kind,
+                    NodeKind::StaticMvm { .. }
+                        | NodeKind::LoraDown { .. }
+                        | NodeKind::LoraUp { .. }
+                );
+                if is_matrix != (pass == 0) {
+                    continue;
+                }
+                let p = match node.kind {
+                    NodeKind::StaticMvm {
+                        in_features,
+                        out_features,
+                    } => {
+                        let rb = in_features.div_ceil(rows);
+                        let cb = out_features.div_ceil(cols);
+                        let mut blocks = Vec::new();
+                        for r in 0..rb {
+                            for c in 0..cb {
+                                blocks.push(TileBlock {
+                                    pair: next_pair,
+                                    row_block: r,
+                                    col_block: c,
+                                    rows: (in_features - r * rows).min(rows),
+                                    cols: (out_features - c * cols).min(cols),
+                                });
+                                next_pair += 1;
+                            }
+                        }
+                        home[n.index()] = blocks[0].pair;
+                        Placement::Aimc {
+                            blocks,
+                            row_blocks: rb,
+                            col_blocks: cb,
                         }
                     }
-                    home[n.index()] = blocks[0].pair;
-                    Placement::Aimc {
-                        blocks,
-                        row_blocks: rb,
-                        col_blocks: cb,
+                    NodeKind::LoraDown { .. } | NodeKind::LoraUp { .. } => {
+                        // The MVM of the same projection was placed just before.
+                        let mvm = mvm_of(graph, n);
+                        let Some(Placement::Aimc {
+                            blocks, col_blocks, ..
+                        }) = &placement[mvm.index()]
+                        else {
+                            unreachable!("a LoRA node follows its MVM")
+                        };
+                        let owners: Vec<u32> = blocks[..*col_blocks as usize]
+                            .iter()
+                            .map(|b| b.pair)
+                            .collect();
+                        let cs = blocks[..*col_blocks as usize]
+                            .iter()
+                            .map(|b| b.cols)
+                            .collect();
+                        home[n.index()] = owners[0];
+                        Placement::PerColumn { owners, cols: cs }
                     }
-                }
-                NodeKind::LoraDown { .. } | NodeKind::LoraUp { .. } => {
-                    // The MVM of the same projection was placed just before.
-                    let mvm = mvm_of(graph, n);
-                    let Some(Placement::Aimc {
-                        blocks, col_blocks, ..
-                    }) = &placement[mvm.index()]
-                    else {
-                        unreachable!("a LoRA node follows its MVM")
-                    };
-                    let owners: Vec<u32> = blocks[..*col_blocks as usize]
-                        .iter()
-                        .map(|b| b.pair)
-                        .collect();
-                    let cs = blocks[..*col_blocks as usize]
-                        .iter()
-                        .map(|b| b.cols)
-                        .collect();
-                    home[n.index()] = owners[0];
-                    Placement::PerColumn { owners, cols: cs }
-                }
-                _ => {
-                    let first_input = graph
-                        .g
-                        .edges_directed(n, petgraph::Direction::Incoming)
-                        .min_by_key(|e| e.id().index())
-                        .map(|e| e.source());
-                    let pair = match first_input {
-                        Some(src) => home[src.index()],
-                        None => {
-                            // Reads only the graph input: a pair of its own.
-                            next_pair += 1;
-                            next_pair - 1
+                    _ => {
+                        let first_input = graph
+                            .g
+                            .edges_directed(n, petgraph::Direction::Incoming)
+                            .min_by_key(|e| e.id().index())
+                            .map(|e| e.source());
+                        let pair = match first_input {
+                            Some(src) => home[src.index()],
+                            None => {
+                                // Reads only the graph input: a pair of its own.
+                                next_pair += 1;
+                                next_pair - 1
+                            }
+                        };
+                        home[n.index()] = pair;
+                        match node.kind {
+                            NodeKind::AttnContext { kv_heads, .. } => {
+                                // One KV-head group per pair: the home first, then
+                                // the other pairs holding this layer's matrices.
+                                let mut pairs = vec![pair];
+                                for &o in &graph.order {
+                                    let on = &graph.g[o];
+                                    if on.block != node.block || on.layer != node.layer {
+                                        continue;
+                                    }
+                                    if let Some(Placement::Aimc { blocks, .. }) =
+                                        &placement[o.index()]
+                                    {
+                                        for b in blocks {
+                                            if !pairs.contains(&b.pair) {
+                                                pairs.push(b.pair);
+                                            }
+                                        }
+                                    }
+                                }
+                                pairs.truncate(kv_heads.max(1) as usize);
+                                Placement::Heads { pairs }
+                            }
+                            _ => Placement::Pmca { pair },
                         }
-                    };
-                    home[n.index()] = pair;
-                    Placement::Pmca { pair }
-                }
-            };
-            placement[n.index()] = Some(p);
+                    }
+                };
+                placement[n.index()] = Some(p);
+            }
         }
         if let Some(avail) = arch.pairs {
             if next_pair > avail {
@@ -234,6 +277,7 @@ impl Mapping {
             Placement::Aimc { blocks, .. } => blocks[0].pair,
             Placement::PerColumn { owners, .. } => owners[0],
             Placement::Pmca { pair } => *pair,
+            Placement::Heads { pairs } => pairs[0],
         }
     }
 
@@ -316,17 +360,28 @@ pub fn tcdm_per_pair(graph: &Graph, map: &Mapping, arch: &Architecture) -> Vec<B
             }
             (
                 NodeKind::AttnContext {
-                    heads, head_dim, ..
+                    heads,
+                    kv_heads,
+                    head_dim,
                 },
-                Placement::Pmca { pair },
+                Placement::Heads { pairs },
             ) => {
                 let hd = *head_dim as u64;
-                let qw = *heads as u64 * hd;
+                let per_group = (*heads / *kv_heads) as u64;
+                let groups_on = |i: usize| {
+                    (0..*kv_heads as usize)
+                        .filter(|g| g % pairs.len() == i)
+                        .count() as u64
+                };
                 let seen = graph.seq_len as u64;
                 let per_key = 2 * hd * e + t * e;
                 let chunk = ((arch.pmca.tcdm.size.0 / 2) / per_key).max(8).min(seen);
-                // Q and O double-buffered, one chunk of K, V and scores.
-                per[*pair as usize] += 2 * 2 * t * qw * e + chunk * per_key;
+                for (i, p) in pairs.iter().enumerate() {
+                    let qw = groups_on(i) * per_group * hd;
+                    // Q and O of its heads double-buffered, one chunk of K, V
+                    // and scores.
+                    per[*p as usize] += 2 * 2 * t * qw * e + chunk * per_key;
+                }
             }
             _ => {}
         }

@@ -150,7 +150,7 @@ impl Builder<'_> {
     /// The tensor produced by `src` for group `g`, made available at `place`
     /// (a DMA transfer from its home when needed). `None`: no wait.
     fn at(&mut self, src: Option<NodeIndex>, g: u32, place: Place, bytes: u64) -> Ready {
-        let Some(src) = src else { return None };
+        let src = src?;
         let home = self.map.home(src);
         let ready = self.done[&(src, g)];
         if place == Place::Pair(home) {
@@ -478,7 +478,10 @@ impl Builder<'_> {
         let q = self.input(scores, "q");
         let k = self.input(scores, "k");
         let v = self.input(ctx_node, "v");
-        let pair = self.map.home(ctx_node);
+        let Placement::Heads { pairs } = self.map.placement(ctx_node).clone() else {
+            unreachable!("attention is placed by heads")
+        };
+        let home = pairs[0];
         let hd = head_dim as u64;
         let kvw = kv_heads as u64 * hd;
         let per_kv = (heads / kv_heads) as u64;
@@ -504,15 +507,26 @@ impl Builder<'_> {
                 self.graph.seq_len as u64
             };
             let last_kv = if self.graph.causal { g } else { groups - 1 };
-            let q_ready = self.at(q, g, Place::Pair(pair), tg * heads as u64 * hd * FP16_BYTES);
             let join = self.tg.add(None, Work::None, ctx_node, g, Step::Join);
+            // Queries of the heads each pair runs, and its last job.
+            let mut q_ready = Vec::with_capacity(pairs.len());
+            for (i, &p) in pairs.iter().enumerate() {
+                let groups_here = (0..kv_heads as usize)
+                    .filter(|kh| kh % pairs.len() == i)
+                    .count() as u64;
+                let bytes = tg * groups_here * per_kv * hd * FP16_BYTES;
+                q_ready.push(self.at(q, g, Place::Pair(p), bytes));
+            }
+            let mut last_on: Vec<Option<TaskId>> = vec![None; pairs.len()];
             // Chunks of keys so that K, V and the scores of a chunk take at
             // most half the TCDM (online softmax across chunks).
             let per_key = 2 * hd * FP16_BYTES + tg * FP16_BYTES;
             let chunk = ((tcdm / 2) / per_key).max(8).min(seen);
             let chunks = seen.div_ceil(chunk);
             let mut prev_ctx: Vec<Option<TaskId>> = vec![None; per_kv as usize];
-            for _kh in 0..kv_heads as u64 {
+            for kh in 0..kv_heads as usize {
+                let slot = kh % pairs.len();
+                let pair = pairs[slot];
                 prev_ctx.iter_mut().for_each(|p| *p = None);
                 for c in 0..chunks {
                     let keys = chunk.min(seen - c * chunk);
@@ -538,7 +552,7 @@ impl Builder<'_> {
                         self.tg.dep_opt(k_l2[gg], lk);
                         self.tg.dep_opt(v_l2[gg], lv);
                     }
-                    for h in 0..per_kv as usize {
+                    for prev in prev_ctx.iter_mut() {
                         let q_addr = 0;
                         let k_addr = tg * heads as u64 * hd * FP16_BYTES;
                         let v_addr = k_addr + kv_bytes;
@@ -562,7 +576,7 @@ impl Builder<'_> {
                             g,
                             Step::Scores,
                         );
-                        self.tg.dep_opt(q_ready, s);
+                        self.tg.dep_opt(q_ready[slot], s);
                         self.tg.dep(lk, s);
                         let cycles = self
                             .arch
@@ -602,11 +616,37 @@ impl Builder<'_> {
                         self.tg.dep(sm, cx);
                         self.tg.dep(lv, cx);
                         // Accumulating chunks of one head run in order.
-                        self.tg.dep_opt(prev_ctx[h], cx);
-                        prev_ctx[h] = Some(cx);
-                        self.tg.dep(cx, join);
+                        self.tg.dep_opt(*prev, cx);
+                        *prev = Some(cx);
+                        last_on[slot] = Some(cx);
                     }
                 }
+            }
+            // The heads' outputs gathered on the home pair.
+            for (i, &p) in pairs.iter().enumerate() {
+                let Some(last) = last_on[i] else { continue };
+                if p == home {
+                    self.tg.dep(last, join);
+                    continue;
+                }
+                let groups_here = (0..kv_heads as usize)
+                    .filter(|kh| kh % pairs.len() == i)
+                    .count() as u64;
+                let x = self.tg.add(
+                    Some((p, Unit::Dma)),
+                    Work::Dma {
+                        bytes: tg * groups_here * per_kv * hd * FP16_BYTES,
+                        tcdm_addr: 0,
+                        into_tcdm: false,
+                        ext_bytes_per_cycle: self.arch.l2.bytes_per_cycle,
+                        ext_latency: self.arch.l2.latency,
+                    },
+                    ctx_node,
+                    g,
+                    Step::Xfer { to: home },
+                );
+                self.tg.dep(last, x);
+                self.tg.dep(x, join);
             }
             self.done.insert((ctx_node, g), Some(join));
         }
