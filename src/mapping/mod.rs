@@ -4,11 +4,12 @@
 //! (byte addresses) of each operation for a token group of t tokens.
 //!
 //! Rules:
-//! - A static MVM `in x out` takes `ceil(in/rows) x ceil(out/cols)` tiles.
-//!   Row blocks produce partial sums for the same outputs; the PMCA of the
-//!   first row block of each column block (the *owner*) gathers and adds
-//!   them, then runs the LoRA branch for its columns (`X A` over the whole
-//!   input, `(X A) B_c + Y_c` for its columns).
+//! - A static MVM `in x out` takes `ceil(in/rows) x ceil(out/cols)` tiles,
+//!   each tile's PMCA holding the row slice of X its tile reads. Row blocks
+//!   produce partial sums for the same outputs; the PMCA of the first row
+//!   block of each column block (the *owner*) gathers and adds them. LoRA:
+//!   the column-0 PMCA of each row block computes `X_i A_i` from its slice;
+//!   each owner sums these t x r partials and computes `(X A) B_c + Y_c`.
 //! - Every other operation runs on the *home* pair of its first input: the
 //!   owner of column block 0 for an MVM, the operation's own pair otherwise.
 //!   Attention is spread by KV-head group over the pairs of its layer's
@@ -332,7 +333,7 @@ pub fn tcdm_per_pair(graph: &Graph, map: &Mapping, arch: &Architecture) -> Vec<B
     for &n in &graph.order {
         let node = &graph.g[n];
         match (&node.kind, map.placement(n)) {
-            (NodeKind::StaticMvm { in_features, .. }, Placement::Aimc { blocks, .. }) => {
+            (NodeKind::StaticMvm { .. }, Placement::Aimc { blocks, .. }) => {
                 let rank = graph
                     .g
                     .neighbors_directed(n, petgraph::Direction::Outgoing)
@@ -342,13 +343,16 @@ pub fn tcdm_per_pair(graph: &Graph, map: &Mapping, arch: &Architecture) -> Vec<B
                     })
                     .unwrap_or(0);
                 for b in blocks {
-                    if b.row_block == 0 {
-                        let plan = LoraPlan::new(t, *in_features as u64, rank, b.cols as u64, 64);
-                        per[b.pair as usize] += plan.schedule_bytes().0;
+                    let (rows, cols) = (b.rows as u64, b.cols as u64);
+                    per[b.pair as usize] += if b.row_block == 0 {
+                        // X slice, X A, output, A slice, B, double buffers.
+                        LoraPlan::new(t, rows, rank, cols, 64).schedule_bytes().0
+                    } else if b.col_block == 0 {
+                        // X slice double-buffered, its A slice and X_i A_i.
+                        2 * t * rows * e + rows * rank * e + t * rank * e
                     } else {
-                        // Only its input slice, double-buffered.
-                        per[b.pair as usize] += 2 * t * b.rows as u64 * e;
-                    }
+                        2 * t * rows * e
+                    };
                 }
             }
             (NodeKind::Elementwise { width, .. }, Placement::Pmca { pair }) => {

@@ -7,9 +7,11 @@
 //! Per linear projection and group g (t_g tokens), on each tile block:
 //! `tile` (t_g MVMs) -> `out` (DMA of the outputs into the owner's TCDM).
 //! On the owner of each column block: `post` (per-group handshake, format
-//! conversion, accumulation of row-block partial sums, on the cores), then
-//! with LoRA `down` (`X A`, RedMule, after its programming by a core) and
-//! `up` (`(X A) B + Y`, RedMule, programmed while `down` runs: 2 contexts).
+//! conversion, accumulation of row-block partial sums, on the cores). With
+//! LoRA: `down` (`X_i A_i`, RedMule, after its programming by a core) on the
+//! column-0 pair of every row block i, from the X slice it already holds;
+//! the t x r partials go to every column owner; then `up` (`(X A) B_c + Y_c`,
+//! RedMule, programmed while `down` runs when the owner ran one: 2 contexts).
 //! Double buffering: the tile may start group g once the outputs of g-2 have
 //! left its output buffer; `out` of g may fill a TCDM buffer once group g-2's
 //! result there is finished.
@@ -187,13 +189,6 @@ impl Builder<'_> {
     }
 
     fn linear(&mut self, mvm: NodeIndex) {
-        let (m, n) = match self.graph.g[mvm].kind {
-            NodeKind::StaticMvm {
-                in_features,
-                out_features,
-            } => (in_features as u64, out_features as u64),
-            _ => unreachable!(),
-        };
         // The LoRA nodes of this projection, if any.
         let up = self
             .graph
@@ -215,34 +210,40 @@ impl Builder<'_> {
         else {
             unreachable!()
         };
+        let (rb, cb) = (row_blocks as usize, col_blocks as usize);
+        let block = |r: usize, c: usize| &blocks[r * cb + c];
         let src = self.input(mvm, "from");
         let link = &self.arch.link;
         let in_bytes = link.input_format.bytes();
         let out_bytes = link.output_format.bytes();
         let t = self.map.tokens as u64;
-        let schedule = self.arch.schedule;
         let cores = &self.arch.pmca.cores;
-        let groups = self.tg.groups;
-        // Per column block: the TCDM plan of its owner.
-        let plans: Vec<LoraPlan> = (0..col_blocks as usize)
-            .map(|c| LoraPlan::new(t, m, rank.unwrap_or(0), blocks[c].cols as u64, 64))
+        let program = cores.redmule_program_cycles;
+        let l2 = (self.arch.l2.bytes_per_cycle, self.arch.l2.latency);
+        // TCDM plans: on the pair of block (r, c), X is its row slice; the
+        // LoRA data (X A, A slice, B) sits on column 0's pairs (A) and on the
+        // column owners (B, output).
+        let plans: Vec<LoraPlan> = blocks
+            .iter()
+            .map(|b| LoraPlan::new(t, b.rows as u64, rank.unwrap_or(0), b.cols as u64, 64))
             .collect();
+        // Per block: its `out` transfers; per column: its finish, per group.
         let mut out_tasks: Vec<Vec<TaskId>> = vec![Vec::new(); blocks.len()];
-        let mut finish: Vec<Vec<TaskId>> = vec![Vec::new(); col_blocks as usize];
-        for g in 0..groups {
+        let mut finish: Vec<Vec<TaskId>> = vec![Vec::new(); cb];
+        for g in 0..self.tg.groups {
             let tg = self.tokens(g);
-            let slot = (g % 2) as usize;
-            // Inputs: the owners (row block 0) need the whole X for X A; the
-            // other row blocks only their slice.
-            let mut outs_of_col: Vec<Vec<TaskId>> = vec![Vec::new(); col_blocks as usize];
+            let second = g % 2 == 1;
+            let mut outs_of_col: Vec<Vec<TaskId>> = vec![Vec::new(); cb];
+            let mut x_ready_at: Vec<Ready> = vec![None; blocks.len()];
             for (bi, blk) in blocks.iter().enumerate() {
-                let x_bytes = if blk.row_block == 0 {
-                    m
-                } else {
-                    blk.rows as u64
-                } * tg
-                    * FP16_BYTES;
-                let x_ready = self.at(src, g, Place::Pair(blk.pair), x_bytes);
+                // Each tile gets only its row slice of X.
+                let x_ready = self.at(
+                    src,
+                    g,
+                    Place::Pair(blk.pair),
+                    tg * blk.rows as u64 * FP16_BYTES,
+                );
+                x_ready_at[bi] = x_ready;
                 // One token's inputs over the link.
                 let load_cycles = (blk.rows as u64 * in_bytes).div_ceil(link.bytes_per_cycle());
                 let load = self.pmca_cycles_to_ps(load_cycles);
@@ -259,28 +260,26 @@ impl Builder<'_> {
                 );
                 self.tg.dep_opt(x_ready, tile);
                 if g >= 2 {
+                    // Double-buffered output buffer in the tile.
                     let prev = out_tasks[bi][(g - 2) as usize];
                     self.tg.dep(prev, tile);
                 }
                 // The outputs (partial sums for row blocks > 0) into the
-                // owner's TCDM buffer for this group.
-                let owner = blocks[blk.col_block as usize].pair;
-                let plan = &plans[blk.col_block as usize];
-                let ybuf = if slot == 0 { &plan.y } else { &plan.y_next };
-                let bytes = tg * blk.cols as u64 * out_bytes;
+                // column owner's TCDM buffer for this group.
+                let c = blk.col_block as usize;
+                let owner = block(0, c).pair;
+                let plan = &plans[c];
+                let ybuf = if second { &plan.y_next } else { &plan.y };
                 let (ext_bpc, ext_lat) = if blk.pair == owner {
                     (link.bytes_per_cycle(), link.latency)
                 } else {
                     // A partial sum crosses the interconnect too.
-                    (
-                        link.bytes_per_cycle().min(self.arch.l2.bytes_per_cycle),
-                        link.latency + self.arch.l2.latency,
-                    )
+                    (link.bytes_per_cycle().min(l2.0), link.latency + l2.1)
                 };
                 let out = self.tg.add(
                     Some((blk.pair, Unit::Dma)),
                     Work::Dma {
-                        bytes,
+                        bytes: tg * blk.cols as u64 * out_bytes,
                         tcdm_addr: ybuf.addr,
                         into_tcdm: true,
                         ext_bytes_per_cycle: ext_bpc,
@@ -292,31 +291,29 @@ impl Builder<'_> {
                 );
                 self.tg.dep(tile, out);
                 if g >= 2 {
-                    let prev = finish[blk.col_block as usize][(g - 2) as usize];
+                    // The owner's buffer of group g-2 must be finished.
+                    let prev = finish[c][(g - 2) as usize];
                     self.tg.dep(prev, out);
                 }
                 out_tasks[bi].push(out);
-                outs_of_col[blk.col_block as usize].push(out);
+                outs_of_col[c].push(out);
             }
-            for c in 0..col_blocks as usize {
-                let owner = blocks[c].pair;
-                let cols = blocks[c].cols as u64;
-                let plan = &plans[c];
-                // Post-processing on the cores: handshake, conversion of ADC
-                // codes, accumulation of the row blocks' partial sums.
+            // Post-processing on each column owner's cores: handshake,
+            // conversion of ADC codes, accumulation of the row blocks'
+            // partial sums and of the partial X A of the row blocks.
+            let mut posts = Vec::with_capacity(cb);
+            for (c, outs) in outs_of_col.iter().enumerate() {
+                let cols = block(0, c).cols as u64;
                 let mut cyc = self.arch.pmca.group_sync_cycles;
                 if link.output_format == LinkFormat::Int8 {
-                    cyc += cores
-                        .kernel_cycles(Kernel::Convert, row_blocks as u64 * tg * cols)
-                        .0;
+                    cyc += cores.kernel_cycles(Kernel::Convert, rb as u64 * tg * cols).0;
                 }
-                if row_blocks > 1 {
-                    cyc += cores
-                        .kernel_cycles(Kernel::Add, (row_blocks as u64 - 1) * tg * cols)
-                        .0;
+                if rb > 1 {
+                    let partial = (rb as u64 - 1) * tg * (cols + rank.unwrap_or(0));
+                    cyc += cores.kernel_cycles(Kernel::Add, partial).0;
                 }
                 let post = self.tg.add(
-                    Some((owner, Unit::Cores)),
+                    Some((block(0, c).pair, Unit::Cores)),
                     Work::Cores {
                         cycles: cyc,
                         kernel: None,
@@ -325,20 +322,25 @@ impl Builder<'_> {
                     g,
                     Step::Post,
                 );
-                for &o in &outs_of_col[c] {
+                for &o in outs {
                     self.tg.dep(o, post);
                 }
-                let fin = if let (Some(r), Some(up)) = (rank, up) {
-                    let (x, y) = if slot == 0 {
-                        (&plan.x, &plan.y)
-                    } else {
-                        (&plan.x_next, &plan.y_next)
-                    };
+                posts.push(post);
+            }
+            // LoRA down: each row block's pair of column 0 computes
+            // X_i A_i (t x r) from the X slice it holds; the partials go to
+            // every column owner, which sums them in `post`.
+            let mut downs: Vec<(u32, TaskId)> = Vec::new();
+            if let (Some(r), Some(up)) = (rank, up) {
+                for i in 0..rb {
+                    let blk = block(i, 0);
+                    let plan = &plans[i * cb];
+                    let x = if second { &plan.x_next } else { &plan.x };
                     let down = self.tg.add(
-                        Some((owner, Unit::RedMule)),
+                        Some((blk.pair, Unit::RedMule)),
                         Work::RedMule {
                             m: tg,
-                            n: m,
+                            n: blk.rows as u64,
                             k: r,
                             operands: Operands {
                                 x_addr: x.addr,
@@ -346,63 +348,95 @@ impl Builder<'_> {
                                 y_addr: None,
                                 z_addr: plan.xa.addr,
                             },
-                            program_cycles: cores.redmule_program_cycles,
+                            program_cycles: program,
                         },
                         up,
                         g,
                         Step::LoraDown,
                     );
-                    match schedule {
-                        Schedule::Study => self.tg.dep(post, down),
-                        Schedule::Concurrent => {
-                            let x_ready = self.at(src, g, Place::Pair(owner), m * tg * FP16_BYTES);
-                            self.tg.dep_opt(x_ready, down);
-                        }
+                    match self.arch.schedule {
+                        // The study's: once the group's tile outputs are in.
+                        Schedule::Study if i == 0 => self.tg.dep(posts[0], down),
+                        Schedule::Study => self.tg.dep(out_tasks[i * cb][g as usize], down),
+                        Schedule::Concurrent => self.tg.dep_opt(x_ready_at[i * cb], down),
                     }
-                    // The second job context: programmed while `down` runs.
+                    downs.push((blk.pair, down));
+                }
+            }
+            for c in 0..cb {
+                let owner = block(0, c).pair;
+                let fin = if let (Some(r), Some(up)) = (rank, up) {
+                    let plan = &plans[c];
+                    let y = if second { &plan.y_next } else { &plan.y };
+                    // Programmed during this pair's own down job when it
+                    // ran one (the second job context), else now.
+                    let own_down = downs.iter().any(|(p, _)| *p == owner);
                     let upt = self.tg.add(
                         Some((owner, Unit::RedMule)),
                         Work::RedMule {
                             m: tg,
                             n: r,
-                            k: cols,
+                            k: block(0, c).cols as u64,
                             operands: Operands {
                                 x_addr: plan.xa.addr,
                                 w_addr: plan.b.addr,
                                 y_addr: Some(y.addr),
                                 z_addr: y.addr,
                             },
-                            program_cycles: 0,
+                            program_cycles: if own_down { 0 } else { program },
                         },
                         up,
                         g,
                         Step::LoraUp,
                     );
-                    self.tg.dep(down, upt);
-                    self.tg.dep(post, upt);
+                    self.tg.dep(posts[c], upt);
+                    for &(p, down) in &downs {
+                        if p == owner {
+                            self.tg.dep(down, upt);
+                        } else {
+                            let x = self.tg.add(
+                                Some((p, Unit::Dma)),
+                                Work::Dma {
+                                    bytes: tg * r * FP16_BYTES,
+                                    tcdm_addr: plans[0].xa.addr,
+                                    into_tcdm: false,
+                                    ext_bytes_per_cycle: l2.0,
+                                    ext_latency: l2.1,
+                                },
+                                up,
+                                g,
+                                Step::Xfer { to: owner },
+                            );
+                            self.tg.dep(down, x);
+                            // Partials are summed in `post`, or here when
+                            // `post` ran before they arrived.
+                            self.tg.dep(x, upt);
+                        }
+                    }
                     upt
                 } else {
-                    post
+                    posts[c]
                 };
                 finish[c].push(fin);
             }
             // The whole output at the home pair (column 0's owner): the other
-            // column blocks send theirs.
-            let home = blocks[0].pair;
+            // column owners send theirs.
+            let home = block(0, 0).pair;
             let join = self.tg.add(None, Work::None, finish_node, g, Step::Join);
-            for c in 0..col_blocks as usize {
-                let f = finish[c][g as usize];
-                if blocks[c].pair == home {
+            for (c, f) in finish.iter().enumerate() {
+                let f = f[g as usize];
+                let owner = block(0, c).pair;
+                if owner == home {
                     self.tg.dep(f, join);
                 } else {
                     let x = self.tg.add(
-                        Some((blocks[c].pair, Unit::Dma)),
+                        Some((owner, Unit::Dma)),
                         Work::Dma {
-                            bytes: tg * blocks[c].cols as u64 * FP16_BYTES,
+                            bytes: tg * block(0, c).cols as u64 * FP16_BYTES,
                             tcdm_addr: plans[c].y.addr,
                             into_tcdm: false,
-                            ext_bytes_per_cycle: self.arch.l2.bytes_per_cycle,
-                            ext_latency: self.arch.l2.latency,
+                            ext_bytes_per_cycle: l2.0,
+                            ext_latency: l2.1,
                         },
                         finish_node,
                         g,
@@ -417,7 +451,6 @@ impl Builder<'_> {
                 self.done.insert((mvm, g), Some(join));
             }
         }
-        let _ = n;
     }
 
     fn elementwise(&mut self, node: NodeIndex, kernel: Kernel, width: u32) {
