@@ -496,6 +496,17 @@ fn run_table(r: &RunReport) -> String {
             ),
         ],
     );
+    let mut ops = Table::new(
+        format!(
+            "\nTCDM of pair {} (the largest; {} pairs exceed the TCDM)",
+            r.peak_tcdm_pair, r.pairs_over_tcdm
+        ),
+        &["operation", "bytes"],
+    );
+    for o in &r.peak_tcdm_ops {
+        ops.row(vec![o.op.clone(), o.bytes.to_string()]);
+    }
+    s.push_str(&ops.render());
     let mut t = Table::new(
         "\nPer layer (span in the pipelined run)",
         &[

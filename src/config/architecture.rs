@@ -54,6 +54,12 @@ pub struct PmcaParams {
     /// compute cores (a barrier plus a flag in the TCDM) before a group's
     /// PMCA work may start (assumption).
     pub group_sync_cycles: u64,
+    /// TCDM budget for one chunk of attention: the keys and values of the
+    /// chunk and the group's scores against them. Attention streams K and V
+    /// from the L2 through the TCDM in chunks of this size (online softmax);
+    /// assumption: a quarter of the TCDM, leaving room for the pipeline's
+    /// other buffers.
+    pub attention_chunk_bytes: Bytes,
 }
 
 impl Default for PmcaParams {
@@ -65,6 +71,7 @@ impl Default for PmcaParams {
             tcdm: TcdmParams::default(),
             dma: DmaParams::default(),
             group_sync_cycles: 30,
+            attention_chunk_bytes: Bytes(32 << 10),
         }
     }
 }
@@ -171,6 +178,15 @@ impl Architecture {
             return Err(format!(
                 "link.width_bits: {} is not a positive multiple of 8",
                 self.link.width_bits
+            ));
+        }
+        if self.pmca.attention_chunk_bytes.0 == 0 {
+            return Err("pmca.attention_chunk_bytes: must be greater than zero".into());
+        }
+        if self.pmca.attention_chunk_bytes > self.pmca.tcdm.size {
+            return Err(format!(
+                "pmca.attention_chunk_bytes: {} is more than the TCDM ({})",
+                self.pmca.attention_chunk_bytes, self.pmca.tcdm.size
             ));
         }
         if self.l2.bytes_per_cycle == 0 {

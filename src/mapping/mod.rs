@@ -326,10 +326,10 @@ pub fn mvm_of(graph: &Graph, n: NodeIndex) -> NodeIndex {
 /// TCDM bytes each pair's schedule keeps live: the sum over the operations
 /// it hosts (buffers of different operations are all resident, since the
 /// pipeline interleaves their groups). FP16 throughout.
-pub fn tcdm_per_pair(graph: &Graph, map: &Mapping, arch: &Architecture) -> Vec<Bytes> {
+pub fn tcdm_per_pair(graph: &Graph, map: &Mapping, arch: &Architecture) -> Vec<TcdmUse> {
     let t = map.tokens as u64;
     let e = FP16_BYTES;
-    let mut per = vec![0u64; map.pairs as usize];
+    let mut per: Vec<TcdmUse> = vec![TcdmUse::default(); map.pairs as usize];
     for &n in &graph.order {
         let node = &graph.g[n];
         match (&node.kind, map.placement(n)) {
@@ -344,7 +344,7 @@ pub fn tcdm_per_pair(graph: &Graph, map: &Mapping, arch: &Architecture) -> Vec<B
                     .unwrap_or(0);
                 for b in blocks {
                     let (rows, cols) = (b.rows as u64, b.cols as u64);
-                    per[b.pair as usize] += if b.row_block == 0 {
+                    let bytes = if b.row_block == 0 {
                         // X slice, X A, output, A slice, B, double buffers.
                         LoraPlan::new(t, rows, rank, cols, 64).schedule_bytes().0
                     } else if b.col_block == 0 {
@@ -353,6 +353,7 @@ pub fn tcdm_per_pair(graph: &Graph, map: &Mapping, arch: &Architecture) -> Vec<B
                     } else {
                         2 * t * rows * e
                     };
+                    per[b.pair as usize].add(&node.name, bytes);
                 }
             }
             (NodeKind::Elementwise { width, .. }, Placement::Pmca { pair }) => {
@@ -360,7 +361,8 @@ pub fn tcdm_per_pair(graph: &Graph, map: &Mapping, arch: &Architecture) -> Vec<B
                     .g
                     .neighbors_directed(n, petgraph::Direction::Incoming)
                     .count() as u64;
-                per[*pair as usize] += 2 * (inputs.max(1) + 1) * t * *width as u64 * e;
+                per[*pair as usize]
+                    .add(&node.name, 2 * (inputs.max(1) + 1) * t * *width as u64 * e);
             }
             (
                 NodeKind::AttnContext {
@@ -379,16 +381,39 @@ pub fn tcdm_per_pair(graph: &Graph, map: &Mapping, arch: &Architecture) -> Vec<B
                 };
                 let seen = graph.seq_len as u64;
                 let per_key = 2 * hd * e + t * e;
-                let chunk = ((arch.pmca.tcdm.size.0 / 2) / per_key).max(8).min(seen);
+                let chunk = crate::timing::tasks::attention_chunk(
+                    arch.pmca.attention_chunk_bytes.0,
+                    hd,
+                    t,
+                    seen,
+                );
                 for (i, p) in pairs.iter().enumerate() {
                     let qw = groups_on(i) * per_group * hd;
                     // Q and O of its heads double-buffered, one chunk of K, V
                     // and scores.
-                    per[*p as usize] += 2 * 2 * t * qw * e + chunk * per_key;
+                    per[*p as usize].add(&node.name, 2 * 2 * t * qw * e + chunk * per_key);
                 }
             }
             _ => {}
         }
     }
-    per.into_iter().map(Bytes).collect()
+    per
+}
+
+/// The TCDM bytes of one pair, by operation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TcdmUse {
+    pub total: Bytes,
+    /// (operation, bytes) in the order the description lists them.
+    pub ops: Vec<(String, Bytes)>,
+}
+
+impl TcdmUse {
+    fn add(&mut self, op: &str, bytes: u64) {
+        self.total += Bytes(bytes);
+        match self.ops.iter_mut().find(|(n, _)| n == op) {
+            Some((_, b)) => *b += Bytes(bytes),
+            None => self.ops.push((op.to_string(), Bytes(bytes))),
+        }
+    }
 }

@@ -203,6 +203,13 @@ pub struct Utilisation {
     pub cores: f64,
 }
 
+/// One operation's share of a pair's TCDM.
+#[derive(Debug, Clone, Serialize)]
+pub struct TcdmOp {
+    pub op: String,
+    pub bytes: u64,
+}
+
 /// Percentiles of the latency of a token group through the whole model.
 #[derive(Debug, Clone, Serialize)]
 pub struct GroupLatency {
@@ -227,7 +234,14 @@ pub struct RunReport {
     pub aimc_weights: u64,
     pub lora_params: u64,
     pub lora_bytes: u64,
+    /// The largest TCDM footprint of a pair: all buffers of all operations
+    /// it hosts, resident at once (an upper bound on the occupancy).
     pub peak_tcdm_bytes: u64,
+    /// The pair with that footprint and what makes it up.
+    pub peak_tcdm_pair: u32,
+    pub peak_tcdm_ops: Vec<TcdmOp>,
+    /// Pairs whose footprint exceeds the TCDM.
+    pub pairs_over_tcdm: u32,
     pub tcdm_capacity_bytes: u64,
     pub fits_tcdm: bool,
     /// K and V of one layer's whole sequence, held in the L2 for attention.
@@ -351,7 +365,22 @@ pub fn run_workload(
         })
         .collect();
     let tcdm = tcdm_per_pair(&graph, &map, arch);
-    let peak = tcdm.iter().map(|b| b.0).max().unwrap_or(0);
+    let peak_pair = (0..tcdm.len())
+        .max_by_key(|&p| (tcdm[p].total, std::cmp::Reverse(p)))
+        .unwrap_or(0);
+    let peak = tcdm.get(peak_pair).map_or(0, |u| u.total.0);
+    let peak_tcdm_ops = tcdm
+        .get(peak_pair)
+        .map(|u| {
+            u.ops
+                .iter()
+                .map(|(n, b)| TcdmOp {
+                    op: n.clone(),
+                    bytes: b.0,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let capacity = arch.pmca.tcdm.size.0;
     let l2_kv: u64 = graph
         .g
@@ -379,6 +408,9 @@ pub fn run_workload(
         lora_params,
         lora_bytes: lora_params * 2,
         peak_tcdm_bytes: peak,
+        peak_tcdm_pair: peak_pair as u32,
+        peak_tcdm_ops,
+        pairs_over_tcdm: tcdm.iter().filter(|u| u.total.0 > capacity).count() as u32,
         tcdm_capacity_bytes: capacity,
         fits_tcdm: peak <= capacity,
         l2_kv_bytes: l2_kv,

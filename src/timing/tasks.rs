@@ -306,7 +306,9 @@ impl Builder<'_> {
                 let cols = block(0, c).cols as u64;
                 let mut cyc = self.arch.pmca.group_sync_cycles;
                 if link.output_format == LinkFormat::Int8 {
-                    cyc += cores.kernel_cycles(Kernel::Convert, rb as u64 * tg * cols).0;
+                    cyc += cores
+                        .kernel_cycles(Kernel::Convert, rb as u64 * tg * cols)
+                        .0;
                 }
                 if rb > 1 {
                     let partial = (rb as u64 - 1) * tg * (cols + rank.unwrap_or(0));
@@ -527,7 +529,7 @@ impl Builder<'_> {
             k_l2.push(self.at(k, g, Place::L2, bytes));
             v_l2.push(self.at(v, g, Place::L2, bytes));
         }
-        let tcdm = self.arch.pmca.tcdm.size.0;
+        let budget = self.arch.pmca.attention_chunk_bytes.0;
         let rm = self.arch.pmca.cores.redmule_program_cycles;
         let t = self.map.tokens as u64;
         for g in 0..groups {
@@ -551,10 +553,9 @@ impl Builder<'_> {
                 q_ready.push(self.at(q, g, Place::Pair(p), bytes));
             }
             let mut last_on: Vec<Option<TaskId>> = vec![None; pairs.len()];
-            // Chunks of keys so that K, V and the scores of a chunk take at
-            // most half the TCDM (online softmax across chunks).
-            let per_key = 2 * hd * FP16_BYTES + tg * FP16_BYTES;
-            let chunk = ((tcdm / 2) / per_key).max(8).min(seen);
+            // Chunks of keys so that K, V and the scores of a chunk fit the
+            // attention budget (online softmax across chunks).
+            let chunk = attention_chunk(budget, hd, tg, seen);
             let chunks = seen.div_ceil(chunk);
             let mut prev_ctx: Vec<Option<TaskId>> = vec![None; per_kv as usize];
             for kh in 0..kv_heads as usize {
@@ -684,4 +685,12 @@ impl Builder<'_> {
             self.done.insert((ctx_node, g), Some(join));
         }
     }
+}
+
+/// Keys per attention chunk: as many as fit `budget` bytes with their K and
+/// V rows (head_dim FP16 each) and the group's scores against them, at least
+/// 8, at most the keys seen.
+pub fn attention_chunk(budget: u64, head_dim: u64, tokens: u64, seen: u64) -> u64 {
+    let per_key = (2 * head_dim + tokens) * FP16_BYTES;
+    (budget / per_key).max(8).min(seen)
 }
