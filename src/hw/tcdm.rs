@@ -57,7 +57,6 @@
 use crate::hw::access::{Beat, Phase};
 use crate::units::Bytes;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The most banks the model handles (bank sets are 128-bit masks).
@@ -262,9 +261,8 @@ pub fn simulate(params: &TcdmParams, streams: &[Stream]) -> Vec<StreamResult> {
     let geo = Geometry::new_checked(params);
     let mut sim = Sim::new(geo);
     for (i, s) in streams.iter().enumerate() {
-        let data = Arc::new(StreamData::new(&geo, s.clone()));
-        sim.streams
-            .insert(StreamId(i as u64), Cursor::new(data, s.start_cycle));
+        let data = Arc::new(PreparedStream::new(&geo, s.master, &s.phases));
+        sim.insert(StreamId(i as u64), Cursor::new(data, s.start_cycle));
     }
     sim.now = streams.iter().map(|s| s.start_cycle).min().unwrap_or(0);
     loop {
@@ -279,18 +277,85 @@ pub fn simulate(params: &TcdmParams, streams: &[Stream]) -> Vec<StreamResult> {
             _ => sim.step(),
         }
     }
-    (0..streams.len())
-        .map(|i| sim.streams[&StreamId(i as u64)].result())
-        .collect()
+    sim.streams.iter().map(|(_, c)| c.result()).collect()
+}
+
+/// A stream's phases digested for an [`Arbiter`]: the banks of every beat
+/// and the cycles of every phase when the master runs alone. It does not
+/// depend on when the stream starts, so an activity that repeats (the same
+/// job on the same buffers) can be prepared once with
+/// [`Arbiter::prepare`] and added any number of times with
+/// [`Arbiter::add_prepared`].
+#[derive(Debug)]
+pub struct PreparedStream {
+    /// The geometry the banks were computed for.
+    geo: Geometry,
+    master: MasterSpec,
+    /// Every beat of every phase, in order.
+    beats: Vec<BeatInfo>,
+    phases: Vec<PhaseInfo>,
+    /// `suffix[p]`: cycles phases `p..` take alone.
+    suffix: Vec<u64>,
+}
+
+impl PreparedStream {
+    fn new(geo: &Geometry, master: MasterSpec, phases: &[Phase]) -> Self {
+        assert!(master.ports >= 1, "TCDM master {} has no port", master.id);
+        let total = phases.iter().map(|ph| ph.beats.len()).sum();
+        let mut beats = Vec::with_capacity(total);
+        let mut info = Vec::with_capacity(phases.len());
+        for ph in phases {
+            let begin = beats.len();
+            let mut banks = 0u128;
+            for b in &ph.beats {
+                let mask = geo.mask(b, master.superbank);
+                banks |= mask;
+                beats.push(BeatInfo {
+                    mask,
+                    first_bank: geo.first_bank(b, master.superbank),
+                });
+            }
+            info.push(PhaseInfo {
+                begin,
+                end: beats.len(),
+                min_cycles: ph.min_cycles,
+                tail_cycles: ph.tail_cycles,
+                solo_grant: solo_grant_from(&master, &beats[begin..], 0),
+                banks,
+            });
+        }
+        let mut suffix = vec![0u64; info.len() + 1];
+        for (p, ph) in info.iter().enumerate().rev() {
+            suffix[p] = suffix[p + 1] + ph.solo_grant.max(ph.min_cycles) + ph.tail_cycles;
+        }
+        PreparedStream {
+            geo: *geo,
+            master,
+            beats,
+            phases: info,
+            suffix,
+        }
+    }
+
+    /// The master whose activity this is.
+    pub fn master(&self) -> MasterSpec {
+        self.master
+    }
+
+    /// Cycles the stream takes when no other master presents beats.
+    pub fn solo_cycles(&self) -> u64 {
+        self.suffix[0]
+    }
 }
 
 /// The incremental arbiter for the event-driven timing layer.
 ///
-/// Usage: [`Arbiter::add_stream`] when a master starts an activity;
-/// [`Arbiter::next_finish`] to learn when to schedule the next completion
-/// event (ask again after every `add_stream`, since a new stream can delay
-/// others); [`Arbiter::advance_to`] at that time to collect the finished
-/// streams. Time only moves forward.
+/// Usage: [`Arbiter::add_stream`] (or [`Arbiter::prepare`] once and
+/// [`Arbiter::add_prepared`] for each repetition) when a master starts an
+/// activity; [`Arbiter::next_finish`] to learn when to schedule the next
+/// completion event (ask again after every addition, since a new stream can
+/// delay others); [`Arbiter::advance_to`] at that time to collect the
+/// finished streams. Time only moves forward.
 ///
 /// While at most one stream presents beats, it is advanced analytically a
 /// phase at a time; only cycles in which two or more streams present beats
@@ -299,9 +364,19 @@ pub fn simulate(params: &TcdmParams, streams: &[Stream]) -> Vec<StreamResult> {
 pub struct Arbiter {
     sim: Sim,
     next_id: u64,
-    /// A simulation run ahead by `next_finish`, reused by the next
-    /// `advance_to` or `add_stream` if nothing was added meanwhile.
-    lookahead: Option<(Sim, Option<(u64, StreamId)>)>,
+    /// The answer of `next_finish`, valid until a stream is added or
+    /// returned.
+    lookahead: Option<Lookahead>,
+}
+
+/// A cached `next_finish`.
+#[derive(Debug, Clone)]
+struct Lookahead {
+    /// The simulation run ahead to where the answer became certain, reused
+    /// by the next `advance_to` or `add_stream` that does not stop before
+    /// it; `None` when the answer was certain without simulating.
+    sim: Option<Sim>,
+    result: Option<(u64, StreamId)>,
 }
 
 impl Arbiter {
@@ -332,6 +407,15 @@ impl Arbiter {
         self.sim.contended_cycles
     }
 
+    /// Digests `phases` of `master` for [`Arbiter::add_prepared`] on this
+    /// arbiter (or another of the same TCDM geometry).
+    ///
+    /// # Panics
+    /// If the master has no port.
+    pub fn prepare(&self, master: MasterSpec, phases: &[Phase]) -> Arc<PreparedStream> {
+        Arc::new(PreparedStream::new(&self.sim.geo, master, phases))
+    }
+
     /// Adds a stream that starts at `stream.start_cycle`. `now_cycle` is the
     /// caller's present: everything before it is simulated first.
     ///
@@ -339,24 +423,40 @@ impl Arbiter {
     /// If the stream starts before `now_cycle` or before a cycle already
     /// simulated (time went backwards), or its master has no port.
     pub fn add_stream(&mut self, now_cycle: u64, stream: Stream) -> StreamId {
+        let prepared = self.prepare(stream.master, &stream.phases);
+        self.add_prepared(now_cycle, stream.start_cycle, prepared)
+    }
+
+    /// As [`Arbiter::add_stream`], for a stream prepared by
+    /// [`Arbiter::prepare`], starting at `start_cycle`.
+    ///
+    /// # Panics
+    /// As [`Arbiter::add_stream`], and if `stream` was prepared for another
+    /// TCDM geometry.
+    pub fn add_prepared(
+        &mut self,
+        now_cycle: u64,
+        start_cycle: u64,
+        stream: Arc<PreparedStream>,
+    ) -> StreamId {
         assert!(
-            stream.start_cycle >= now_cycle,
-            "TCDM stream starts at cycle {} before the present cycle {now_cycle}",
-            stream.start_cycle
+            start_cycle >= now_cycle,
+            "TCDM stream starts at cycle {start_cycle} before the present cycle {now_cycle}"
+        );
+        assert!(
+            stream.geo == self.sim.geo,
+            "TCDM stream prepared for another TCDM geometry"
         );
         self.bring_to(now_cycle);
         self.lookahead = None;
         assert!(
-            stream.start_cycle >= self.sim.now,
-            "TCDM stream starts at cycle {}, but cycles up to {} are already simulated",
-            stream.start_cycle,
+            start_cycle >= self.sim.now,
+            "TCDM stream starts at cycle {start_cycle}, but cycles up to {} are already simulated",
             self.sim.now
         );
         let id = StreamId(self.next_id);
         self.next_id += 1;
-        let start = stream.start_cycle;
-        let data = Arc::new(StreamData::new(&self.sim.geo, stream));
-        self.sim.streams.insert(id, Cursor::new(data, start));
+        self.sim.insert(id, Cursor::new(stream, start_cycle));
         id
     }
 
@@ -364,12 +464,22 @@ impl Arbiter {
     /// returned, assuming no stream is added; ties go to the lower id. May
     /// be at or before [`Arbiter::now`] for a stream already finished.
     pub fn next_finish(&mut self) -> Option<(u64, StreamId)> {
-        if let Some((_, r)) = &self.lookahead {
-            return *r;
+        if let Some(l) = &self.lookahead {
+            return l.result;
         }
-        let mut ahead = self.sim.clone();
-        let r = ahead.first_finish();
-        self.lookahead = Some((ahead, r));
+        let l = match self.sim.settled(&self.sim.scan()) {
+            Some(result) => Lookahead { sim: None, result },
+            None => {
+                let mut ahead = self.sim.clone();
+                let result = ahead.first_finish();
+                Lookahead {
+                    sim: Some(ahead),
+                    result,
+                }
+            }
+        };
+        let r = l.result;
+        self.lookahead = Some(l);
         r
     }
 
@@ -385,20 +495,20 @@ impl Arbiter {
     /// As [`Arbiter::advance_to`], with the stall cycles.
     pub fn advance_to_results(&mut self, cycle: u64) -> Vec<(StreamId, StreamResult)> {
         self.bring_to(cycle);
-        let done: Vec<StreamId> = self
-            .sim
-            .streams
-            .iter()
-            .filter(|(_, c)| c.finish.is_some_and(|f| f <= cycle))
-            .map(|(id, _)| *id)
-            .collect();
-        if !done.is_empty() {
+        let mut out: Vec<(StreamId, StreamResult)> = Vec::new();
+        let streams = &mut self.sim.streams;
+        let mut i = 0;
+        while i < streams.len() {
+            if streams[i].1.finish.is_some_and(|f| f <= cycle) {
+                let (id, c) = streams.remove(i);
+                out.push((id, c.result()));
+            } else {
+                i += 1;
+            }
+        }
+        if !out.is_empty() {
             self.lookahead = None;
         }
-        let mut out: Vec<(StreamId, StreamResult)> = done
-            .into_iter()
-            .filter_map(|id| self.sim.streams.remove(&id).map(|c| (id, c.result())))
-            .collect();
         out.sort_by_key(|(id, r)| (r.finish_cycle, *id));
         out
     }
@@ -406,14 +516,18 @@ impl Arbiter {
     /// Simulates every cycle before `cycle`, reusing the look-ahead when it
     /// did not run past `cycle`.
     fn bring_to(&mut self, cycle: u64) {
-        if let Some((ahead, r)) = self.lookahead.take() {
-            if ahead.now <= cycle {
+        if let Some(l) = self.lookahead.take() {
+            let keep = match &l.sim {
+                // Not reached yet: still valid, nothing was added or removed.
+                Some(ahead) => ahead.now > cycle,
+                None => cycle <= self.sim.now,
+            };
+            if keep {
+                self.lookahead = Some(l);
+            } else if let Some(ahead) = l.sim {
                 if ahead.now > self.sim.now {
                     self.sim = ahead;
                 }
-            } else {
-                // Still valid: nothing was added or removed.
-                self.lookahead = Some((ahead, r));
             }
         }
         if cycle > self.sim.now {
@@ -434,7 +548,7 @@ fn low_mask(n: u64) -> u128 {
 }
 
 /// Derived geometry, all in bytes and counts.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Geometry {
     bank_bytes: u64,
     banks: u64,
@@ -473,22 +587,28 @@ impl Geometry {
             (self.bank_bytes, self.banks, 1)
         };
         let (u0, u1) = (first / unit, last / unit);
-        if u1 - u0 + 1 >= count {
+        let n = u1 - u0 + 1;
+        if n >= count {
             return low_mask(self.banks);
         }
-        let mut m = 0u128;
-        for u in u0..=u1 {
-            m |= low_mask(width) << ((u % count) * width);
-        }
-        m
+        // `n` units from unit `u0 % count`, wrapping around the `banks` bits
+        // (`count * width == banks`, so `shift < banks <= 128`).
+        let run = low_mask(n * width);
+        let shift = (u0 % count) * width;
+        let wrapped = if shift == 0 {
+            0
+        } else {
+            run >> (self.banks - shift)
+        };
+        ((run << shift) & low_mask(self.banks)) | wrapped
     }
 
     /// The bank whose round-robin pointer orders `beat` within its class.
-    fn first_bank(&self, beat: &Beat, superbank: bool) -> usize {
+    fn first_bank(&self, beat: &Beat, superbank: bool) -> u32 {
         if superbank {
-            ((beat.addr / self.sb_bytes % self.superbanks) * self.sb_banks) as usize
+            ((beat.addr / self.sb_bytes % self.superbanks) * self.sb_banks) as u32
         } else {
-            (beat.addr / self.bank_bytes % self.banks) as usize
+            (beat.addr / self.bank_bytes % self.banks) as u32
         }
     }
 }
@@ -502,14 +622,23 @@ fn apply_rr(rr: &mut [u32], banks: u64, class: PriorityClass, id: u32, mut mask:
     }
 }
 
+/// A beat as the arbiter sees it.
+#[derive(Debug, Clone, Copy)]
+struct BeatInfo {
+    /// The banks it occupies.
+    mask: u128,
+    /// The bank whose round-robin pointer orders it.
+    first_bank: u32,
+}
+
 /// One cycle of a master alone, from beat `from`: how many beats it gets
 /// granted (in order, up to its ports, until one needs a bank an earlier
 /// one of the same cycle took) and the banks they use.
-fn solo_cycle(geo: &Geometry, m: &MasterSpec, beats: &[Beat], from: usize) -> (usize, u128) {
+fn solo_cycle(m: &MasterSpec, beats: &[BeatInfo], from: usize) -> (usize, u128) {
     let mut taken = 0u128;
     let mut g = 0;
     while g < m.ports as usize && from + g < beats.len() {
-        let mask = geo.mask(&beats[from + g], m.superbank);
+        let mask = beats[from + g].mask;
         if taken & mask != 0 {
             break;
         }
@@ -520,14 +649,14 @@ fn solo_cycle(geo: &Geometry, m: &MasterSpec, beats: &[Beat], from: usize) -> (u
 }
 
 /// Cycles a master alone needs to get beats `from..` granted.
-fn solo_grant_from(geo: &Geometry, m: &MasterSpec, beats: &[Beat], from: usize) -> u64 {
+fn solo_grant_from(m: &MasterSpec, beats: &[BeatInfo], from: usize) -> u64 {
     if m.ports == 1 {
         // One beat per cycle and nobody to conflict with.
         return (beats.len() - from) as u64;
     }
     let (mut k, mut cycles) = (from, 0);
     while k < beats.len() {
-        k += solo_cycle(geo, m, beats, k).0;
+        k += solo_cycle(m, beats, k).0;
         cycles += 1;
     }
     cycles
@@ -535,48 +664,20 @@ fn solo_grant_from(geo: &Geometry, m: &MasterSpec, beats: &[Beat], from: usize) 
 
 #[derive(Debug, Clone, Copy)]
 struct PhaseInfo {
+    /// Its beats: `PreparedStream::beats[begin..end]`.
+    begin: usize,
+    end: usize,
+    min_cycles: u64,
+    tail_cycles: u64,
     /// Cycles to get all beats granted with no other master.
     solo_grant: u64,
     /// Every bank the phase's beats touch.
     banks: u128,
 }
 
-/// A stream's immutable part, shared by the committed and look-ahead states.
-#[derive(Debug)]
-struct StreamData {
-    master: MasterSpec,
-    phases: Vec<Phase>,
-    info: Vec<PhaseInfo>,
-    /// `suffix[p]`: cycles phases `p..` take alone.
-    suffix: Vec<u64>,
-}
-
-impl StreamData {
-    fn new(geo: &Geometry, s: Stream) -> Self {
-        let m = s.master;
-        assert!(m.ports >= 1, "TCDM master {} has no port", m.id);
-        let info: Vec<PhaseInfo> = s
-            .phases
-            .iter()
-            .map(|ph| PhaseInfo {
-                solo_grant: solo_grant_from(geo, &m, &ph.beats, 0),
-                banks: ph
-                    .beats
-                    .iter()
-                    .fold(0, |acc, b| acc | geo.mask(b, m.superbank)),
-            })
-            .collect();
-        let mut suffix = vec![0u64; s.phases.len() + 1];
-        for p in (0..s.phases.len()).rev() {
-            let ph = &s.phases[p];
-            suffix[p] = suffix[p + 1] + info[p].solo_grant.max(ph.min_cycles) + ph.tail_cycles;
-        }
-        StreamData {
-            master: m,
-            phases: s.phases,
-            info,
-            suffix,
-        }
+impl PhaseInfo {
+    fn has_beats(&self) -> bool {
+        self.end > self.begin
     }
 }
 
@@ -584,7 +685,7 @@ impl StreamData {
 /// has beats left to grant; it presents them from `phase_start` on.
 #[derive(Debug, Clone)]
 struct Cursor {
-    data: Arc<StreamData>,
+    data: Arc<PreparedStream>,
     phase: usize,
     phase_start: u64,
     /// Beats of the current phase granted so far.
@@ -594,7 +695,7 @@ struct Cursor {
 }
 
 impl Cursor {
-    fn new(data: Arc<StreamData>, start: u64) -> Self {
+    fn new(data: Arc<PreparedStream>, start: u64) -> Self {
         let mut c = Cursor {
             data,
             phase: 0,
@@ -603,16 +704,17 @@ impl Cursor {
             stall: 0,
             finish: None,
         };
-        if c.data.phases.is_empty() {
-            c.finish = Some(start);
-        } else if c.data.phases[0].beats.is_empty() {
-            c.complete_beats(start);
+        match c.data.phases.first() {
+            None => c.finish = Some(start),
+            Some(ph) if !ph.has_beats() => c.complete_beats(start),
+            Some(_) => {}
         }
         c
     }
 
-    fn beats(&self) -> &[Beat] {
-        &self.data.phases[self.phase].beats
+    fn beats(&self) -> &[BeatInfo] {
+        let ph = &self.data.phases[self.phase];
+        &self.data.beats[ph.begin..ph.end]
     }
 
     fn requesting(&self, t: u64) -> bool {
@@ -623,14 +725,13 @@ impl Cursor {
     /// before `grant_end`: close the phase and enter the next one (closing
     /// beat-less phases on the way).
     fn complete_beats(&mut self, grant_end: u64) {
-        let data = Arc::clone(&self.data);
+        let data = &self.data;
         let mut grant_end = grant_end;
         loop {
             let ph = &data.phases[self.phase];
             let grant = grant_end - self.phase_start;
-            let solo = data.info[self.phase].solo_grant;
-            debug_assert!(grant >= solo, "a phase went faster than alone");
-            self.stall += grant.saturating_sub(solo);
+            debug_assert!(grant >= ph.solo_grant, "a phase went faster than alone");
+            self.stall += grant.saturating_sub(ph.solo_grant);
             let end = self.phase_start + grant.max(ph.min_cycles) + ph.tail_cycles;
             self.phase += 1;
             self.granted = 0;
@@ -639,7 +740,7 @@ impl Cursor {
                 return;
             }
             self.phase_start = end;
-            if !data.phases[self.phase].beats.is_empty() {
+            if data.phases[self.phase].has_beats() {
                 return;
             }
             grant_end = end;
@@ -647,7 +748,7 @@ impl Cursor {
     }
 
     /// The finish if no other stream presents a beat from `now` on.
-    fn solo_finish(&self, geo: &Geometry, now: u64) -> u64 {
+    fn solo_finish(&self, now: u64) -> u64 {
         if let Some(f) = self.finish {
             return f;
         }
@@ -655,9 +756,9 @@ impl Cursor {
         let p = self.phase;
         let ph = &d.phases[p];
         let rest = if self.granted == 0 {
-            d.info[p].solo_grant
+            ph.solo_grant
         } else {
-            solo_grant_from(geo, &d.master, &ph.beats, self.granted)
+            solo_grant_from(&d.master, self.beats(), self.granted)
         };
         let grant_end = now.max(self.phase_start) + rest;
         let end =
@@ -676,7 +777,7 @@ impl Cursor {
 /// Advances `c`, the only stream presenting beats during cycles
 /// `from..to`, to cycle `to` (or to its retirement): whole phases at once
 /// where they fit, beat by beat otherwise.
-fn solo_advance(geo: &Geometry, rr: &mut [u32], c: &mut Cursor, from: u64, to: u64) {
+fn solo_advance(banks: u64, rr: &mut [u32], c: &mut Cursor, from: u64, to: u64) {
     let data = Arc::clone(&c.data);
     let m = data.master;
     let mut t = from;
@@ -685,23 +786,34 @@ fn solo_advance(geo: &Geometry, rr: &mut [u32], c: &mut Cursor, from: u64, to: u
         if t >= to {
             break;
         }
-        let p = c.phase;
-        let beats = &data.phases[p].beats;
-        let info = data.info[p];
+        let info = data.phases[c.phase];
+        let beats = &data.beats[info.begin..info.end];
         if c.granted == 0 && t + info.solo_grant <= to {
             // Alone, the master wins every bank it asks for: the pointers
             // end on it for each bank the phase touches.
-            apply_rr(rr, geo.banks, m.class, m.id, info.banks);
+            apply_rr(rr, banks, m.class, m.id, info.banks);
             c.granted = beats.len();
             t += info.solo_grant;
             c.complete_beats(t);
             continue;
         }
-        while t < to && c.granted < beats.len() {
-            let (g, mask) = solo_cycle(geo, &m, beats, c.granted);
-            apply_rr(rr, geo.banks, m.class, m.id, mask);
-            c.granted += g;
-            t += 1;
+        if m.ports == 1 {
+            // One beat a cycle: the pointers end on the master for every
+            // bank of the beats granted.
+            let n = (to - t).min((beats.len() - c.granted) as u64) as usize;
+            let mask = beats[c.granted..c.granted + n]
+                .iter()
+                .fold(0u128, |acc, b| acc | b.mask);
+            apply_rr(rr, banks, m.class, m.id, mask);
+            c.granted += n;
+            t += n as u64;
+        } else {
+            while t < to && c.granted < beats.len() {
+                let (g, mask) = solo_cycle(&m, beats, c.granted);
+                apply_rr(rr, banks, m.class, m.id, mask);
+                c.granted += g;
+                t += 1;
+            }
         }
         if c.granted < beats.len() {
             break;
@@ -731,10 +843,10 @@ struct Scan {
     unretired: usize,
     /// Unretired streams presenting beats now.
     requesting: usize,
-    /// One of them (the only one when `requesting == 1`).
-    requester: Option<StreamId>,
-    /// The lone unretired stream when `unretired == 1`.
-    lone: Option<StreamId>,
+    /// The position of one of them (the only one when `requesting == 1`).
+    requester: Option<usize>,
+    /// The position of the lone unretired stream when `unretired == 1`.
+    lone: Option<usize>,
     /// The earliest phase start of the unretired streams not presenting.
     next_wait: Option<u64>,
     /// The earliest known finish (cycle, id) among retired streams.
@@ -748,11 +860,12 @@ struct Sim {
     now: u64,
     /// Round-robin pointers, `[class * banks + bank]`.
     rr: Vec<u32>,
-    streams: BTreeMap<StreamId, Cursor>,
+    /// The streams by ascending id.
+    streams: Vec<(StreamId, Cursor)>,
     contended_cycles: u64,
     // Scratch buffers of `step`, empty between calls.
     reqs: Vec<Req>,
-    who: Vec<(StreamId, u32)>,
+    who: Vec<(usize, u32)>,
 }
 
 impl Sim {
@@ -761,28 +874,34 @@ impl Sim {
             geo,
             now: 0,
             rr: vec![0; CLASSES * geo.banks as usize],
-            streams: BTreeMap::new(),
+            streams: Vec::new(),
             contended_cycles: 0,
             reqs: Vec::new(),
             who: Vec::new(),
         }
     }
 
+    /// Adds a stream; ids must come in ascending order.
+    fn insert(&mut self, id: StreamId, c: Cursor) {
+        debug_assert!(self.streams.last().is_none_or(|(last, _)| *last < id));
+        self.streams.push((id, c));
+    }
+
     fn scan(&self) -> Scan {
         let mut s = Scan::default();
-        for (&id, c) in &self.streams {
+        for (i, (id, c)) in self.streams.iter().enumerate() {
             match c.finish {
                 Some(f) => {
-                    if s.first_retired.is_none_or(|r| (f, id) < r) {
-                        s.first_retired = Some((f, id));
+                    if s.first_retired.is_none_or(|r| (f, *id) < r) {
+                        s.first_retired = Some((f, *id));
                     }
                 }
                 None => {
                     s.unretired += 1;
-                    s.lone = Some(id);
+                    s.lone = Some(i);
                     if c.phase_start <= self.now {
                         s.requesting += 1;
-                        s.requester = Some(id);
+                        s.requester = Some(i);
                     } else if s.next_wait.is_none_or(|w| c.phase_start < w) {
                         s.next_wait = Some(c.phase_start);
                     }
@@ -798,30 +917,28 @@ impl Sim {
     /// Arbitrates cycle `now` among all streams presenting beats.
     fn step(&mut self) {
         let t = self.now;
-        let geo = self.geo;
-        let banks = geo.banks as usize;
+        let banks = self.geo.banks as usize;
         let mut reqs = std::mem::take(&mut self.reqs);
         let mut who = std::mem::take(&mut self.who);
-        for (&sid, c) in &self.streams {
+        for (i, (sid, c)) in self.streams.iter().enumerate() {
             if !c.requesting(t) {
                 continue;
             }
             let m = c.data.master;
-            let beats = c.beats();
-            let window = (m.ports as usize).min(beats.len() - c.granted);
+            let beats = &c.beats()[c.granted..];
+            let window = (m.ports as usize).min(beats.len());
             let idx = who.len();
-            who.push((sid, 0));
-            for j in 0..window {
-                let b = &beats[c.granted + j];
-                let ptr = self.rr[m.class as usize * banks + geo.first_bank(b, m.superbank)];
+            who.push((i, 0));
+            for (j, b) in beats[..window].iter().enumerate() {
+                let ptr = self.rr[m.class as usize * banks + b.first_bank as usize];
                 reqs.push(Req {
                     class: m.class,
                     slot: j as u32,
                     rank: m.id.wrapping_sub(ptr),
                     id: m.id,
-                    sid,
+                    sid: *sid,
                     idx,
-                    mask: geo.mask(b, m.superbank),
+                    mask: b.mask,
                 });
             }
         }
@@ -839,14 +956,13 @@ impl Sim {
             }
             taken |= r.mask;
             *granted += 1;
-            apply_rr(&mut self.rr, geo.banks, r.class, r.id, r.mask);
+            apply_rr(&mut self.rr, self.geo.banks, r.class, r.id, r.mask);
         }
-        for &(sid, g) in &who {
-            if let Some(c) = self.streams.get_mut(&sid) {
-                c.granted += g as usize;
-                if c.granted == c.beats().len() {
-                    c.complete_beats(t + 1);
-                }
+        for &(i, g) in &who {
+            let c = &mut self.streams[i].1;
+            c.granted += g as usize;
+            if c.granted == c.beats().len() {
+                c.complete_beats(t + 1);
             }
         }
         reqs.clear();
@@ -856,12 +972,17 @@ impl Sim {
         self.now = t + 1;
     }
 
-    /// Advances the lone requester `id` from `now` to `to` and sets `now`.
-    fn solo_to(&mut self, id: StreamId, to: u64) {
+    /// Advances the lone requester at position `i` from `now` to `to` and
+    /// sets `now`.
+    fn solo_to(&mut self, i: usize, to: u64) {
         let from = self.now;
-        if let Some(c) = self.streams.get_mut(&id) {
-            solo_advance(&self.geo, &mut self.rr, c, from, to);
-        }
+        solo_advance(
+            self.geo.banks,
+            &mut self.rr,
+            &mut self.streams[i].1,
+            from,
+            to,
+        );
         self.now = to;
     }
 
@@ -875,9 +996,30 @@ impl Sim {
             }
             match (s.requesting, s.requester) {
                 (0, _) => self.now = t.min(s.next_wait.unwrap_or(t)),
-                (1, Some(id)) => self.solo_to(id, t.min(s.next_wait.unwrap_or(t))),
+                (1, Some(i)) => self.solo_to(i, t.min(s.next_wait.unwrap_or(t))),
                 _ => self.step(),
             }
+        }
+    }
+
+    /// The earliest finish if it is certain without simulating past `now`
+    /// (`s` is the present scan): every stream retired, one left alone, or
+    /// a retired one finishing by `now`.
+    fn settled(&self, s: &Scan) -> Option<Option<(u64, StreamId)>> {
+        let first = s.first_retired;
+        if s.unretired == 0 {
+            return Some(first);
+        }
+        if let Some(i) = s.lone {
+            let (id, c) = &self.streams[i];
+            let f = (c.solo_finish(self.now), *id);
+            return Some(Some(first.map_or(f, |r| r.min(f))));
+        }
+        // An unretired stream still has a beat to grant at or after `now`,
+        // so it ends after `now`.
+        match first {
+            Some((f, _)) if f <= self.now => Some(first),
+            _ => None,
         }
     }
 
@@ -885,24 +1027,13 @@ impl Sim {
     fn first_finish(&mut self) -> Option<(u64, StreamId)> {
         loop {
             let s = self.scan();
-            let first = s.first_retired;
-            if s.unretired == 0 {
-                return first;
+            if let Some(r) = self.settled(&s) {
+                return r;
             }
-            if let Some(id) = s.lone {
-                let f = (self.streams[&id].solo_finish(&self.geo, self.now), id);
-                return Some(first.map_or(f, |r| r.min(f)));
-            }
-            // An unretired stream still has a beat to grant at or after
-            // `now`, so it ends after `now`.
-            let horizon = match first {
-                Some((f, _)) if f <= self.now => return first,
-                Some((f, _)) => f,
-                None => u64::MAX,
-            };
+            let horizon = s.first_retired.map_or(u64::MAX, |(f, _)| f);
             match (s.requesting, s.requester) {
                 (0, _) => self.now = horizon.min(s.next_wait.unwrap_or(horizon)),
-                (1, Some(id)) => self.solo_to(id, horizon.min(s.next_wait.unwrap_or(horizon))),
+                (1, Some(i)) => self.solo_to(i, horizon.min(s.next_wait.unwrap_or(horizon))),
                 _ => self.step(),
             }
         }
@@ -912,6 +1043,7 @@ impl Sim {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn beat(addr: u64, bytes: u32) -> Beat {
         Beat { addr, bytes }

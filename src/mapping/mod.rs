@@ -24,6 +24,7 @@
 
 use crate::config::Architecture;
 use crate::graph::{Graph, NodeKind, FP16_BYTES};
+use crate::hw::snitch::Kernel;
 use crate::units::Bytes;
 use petgraph::graph::NodeIndex;
 use petgraph::visit::EdgeRef;
@@ -54,9 +55,20 @@ pub enum Placement {
     PerColumn { owners: Vec<u32>, cols: Vec<u32> },
     /// A PMCA operation on one pair.
     Pmca { pair: u32 },
-    /// Attention: KV-head group `i` runs on `pairs[i % len]`; the output is
-    /// gathered on `pairs[0]`, the home of the queries.
+    /// Attention: KV-head group `i` runs on `pairs[i % len]`, where its
+    /// slice of the output stays.
     Heads { pairs: Vec<u32> },
+    /// An element-wise operation on a tensor split across pairs: each pair
+    /// computes its own slice (see [`Mapping::shards`]).
+    Sharded,
+}
+
+/// A slice of a tensor's features, `lo..hi`, complete on one pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Shard {
+    pub pair: u32,
+    pub lo: u32,
+    pub hi: u32,
 }
 
 /// A buffer in a pair's TCDM.
@@ -127,6 +139,11 @@ pub struct Mapping {
     pub pairs: u32,
     /// Token group size t.
     pub tokens: u32,
+    /// Where each node's output lives, by feature slices, indexed by
+    /// `NodeIndex::index()`. One shard for most nodes; one per column block
+    /// for split matrices (no gather: consumers fetch the slices they read);
+    /// one per KV-head group for attention.
+    pub shards: Vec<Vec<Shard>>,
 }
 
 /// Why a graph cannot be mapped onto an architecture.
@@ -142,8 +159,7 @@ impl Mapping {
         let cols = arch.aimc.cols;
         let mut placement: Vec<Option<Placement>> = vec![None; graph.g.node_count()];
         let mut next_pair = 0u32;
-        // Home pair of each node's output tensor.
-        let mut home: Vec<u32> = vec![0; graph.g.node_count()];
+        let mut shards: Vec<Vec<Shard>> = vec![Vec::new(); graph.g.node_count()];
         // Pass 1 places the matrices (and their LoRA steps), pass 2 the PMCA
         // operations, so attention can spread over all its layer's pairs.
         for pass in 0..2 {
@@ -178,7 +194,7 @@ impl Mapping {
                                 next_pair += 1;
                             }
                         }
-                        home[n.index()] = blocks[0].pair;
+                        shards[n.index()] = column_shards(&blocks[..cb as usize], cols);
                         Placement::Aimc {
                             blocks,
                             row_blocks: rb,
@@ -202,7 +218,7 @@ impl Mapping {
                             .iter()
                             .map(|b| b.cols)
                             .collect();
-                        home[n.index()] = owners[0];
+                        shards[n.index()] = shards[mvm.index()].clone();
                         Placement::PerColumn { owners, cols: cs }
                     }
                     _ => {
@@ -211,17 +227,26 @@ impl Mapping {
                             .edges_directed(n, petgraph::Direction::Incoming)
                             .min_by_key(|e| e.id().index())
                             .map(|e| e.source());
+                        let width = node.out_width;
                         let pair = match first_input {
-                            Some(src) => home[src.index()],
+                            Some(src) => shards[src.index()][0].pair,
                             None => {
                                 // Reads only the graph input: a pair of its own.
                                 next_pair += 1;
                                 next_pair - 1
                             }
                         };
-                        home[n.index()] = pair;
+                        let single = vec![Shard {
+                            pair,
+                            lo: 0,
+                            hi: width,
+                        }];
                         match node.kind {
-                            NodeKind::AttnContext { kv_heads, .. } => {
+                            NodeKind::AttnContext {
+                                heads,
+                                kv_heads,
+                                head_dim,
+                            } => {
                                 // One KV-head group per pair: the home first, then
                                 // the other pairs holding this layer's matrices.
                                 let mut pairs = vec![pair];
@@ -241,9 +266,30 @@ impl Mapping {
                                     }
                                 }
                                 pairs.truncate(kv_heads.max(1) as usize);
+                                let group = (heads / kv_heads) * head_dim;
+                                shards[n.index()] = (0..kv_heads)
+                                    .map(|kh| Shard {
+                                        pair: pairs[kh as usize % pairs.len()],
+                                        lo: kh * group,
+                                        hi: (kh + 1) * group,
+                                    })
+                                    .collect();
                                 Placement::Heads { pairs }
                             }
-                            _ => Placement::Pmca { pair },
+                            NodeKind::Elementwise { kernel, .. }
+                                if !matches!(kernel, Kernel::LayerNorm | Kernel::RmsNorm)
+                                    && first_input.is_some_and(|s| shards[s.index()].len() > 1) =>
+                            {
+                                // Element-wise work stays where the slices are;
+                                // norms need whole rows and gather instead.
+                                let src = first_input.expect("checked");
+                                shards[n.index()] = shards[src.index()].clone();
+                                Placement::Sharded
+                            }
+                            _ => {
+                                shards[n.index()] = single;
+                                Placement::Pmca { pair }
+                            }
                         }
                     }
                 };
@@ -265,21 +311,23 @@ impl Mapping {
                 .collect(),
             pairs: next_pair,
             tokens,
+            shards,
         })
+    }
+
+    /// Where a node's output lives, by feature slices.
+    pub fn shards(&self, n: NodeIndex) -> &[Shard] {
+        &self.shards[n.index()]
     }
 
     pub fn placement(&self, n: NodeIndex) -> &Placement {
         &self.placement[n.index()]
     }
 
-    /// The pair where a node's output tensor is complete.
+    /// The pair holding the first slice of a node's output (the whole
+    /// output for an unsplit node).
     pub fn home(&self, n: NodeIndex) -> u32 {
-        match &self.placement[n.index()] {
-            Placement::Aimc { blocks, .. } => blocks[0].pair,
-            Placement::PerColumn { owners, .. } => owners[0],
-            Placement::Pmca { pair } => *pair,
-            Placement::Heads { pairs } => pairs[0],
-        }
+        self.shards[n.index()][0].pair
     }
 
     /// Tiles in use (one per pair holding a matrix block).
@@ -292,6 +340,18 @@ impl Mapping {
             })
             .sum()
     }
+}
+
+/// One shard per column block, on its owner.
+fn column_shards(first_row: &[TileBlock], cols: u32) -> Vec<Shard> {
+    first_row
+        .iter()
+        .map(|b| Shard {
+            pair: b.pair,
+            lo: b.col_block * cols,
+            hi: b.col_block * cols + b.cols,
+        })
+        .collect()
 }
 
 /// The static MVM a LoRA node belongs to.

@@ -101,10 +101,11 @@ struct Builder<'a> {
     arch: &'a Architecture,
     clock: Clock,
     tg: TaskGraph,
-    /// Finish task of (node, group) at its home pair.
-    done: HashMap<(NodeIndex, u32), Ready>,
-    /// Copies of (node, group) at other places.
-    copies: HashMap<(NodeIndex, u32, Place), Ready>,
+    /// When each shard of (node, group) is complete on its pair, in the
+    /// order of `Mapping::shards`.
+    done: HashMap<(NodeIndex, u32), Vec<Ready>>,
+    /// Transfers of a slice `lo..hi` of shard `i` of (node, group) to a place.
+    copies: HashMap<(NodeIndex, u32, Place, usize, u32, u32), TaskId>,
 }
 
 /// Builds the task graph for a mapped graph with groups of `tokens`.
@@ -134,7 +135,7 @@ pub fn build(graph: &Graph, map: &Mapping, arch: &Architecture) -> TaskGraph {
             NodeKind::LoraDown { .. } | NodeKind::LoraUp { .. } => {}
             NodeKind::AttnScores { .. } | NodeKind::AttnSoftmax { .. } => {}
             NodeKind::AttnContext { .. } => b.attention(n),
-            NodeKind::Elementwise { kernel, width } => b.elementwise(n, kernel, width),
+            NodeKind::Elementwise { kernel, .. } => b.elementwise(n, kernel),
         }
     }
     b.tg
@@ -149,34 +150,64 @@ impl Builder<'_> {
         self.clock.to_ps(Cycles(c))
     }
 
-    /// The tensor produced by `src` for group `g`, made available at `place`
-    /// (a DMA transfer from its home when needed). `None`: no wait.
-    fn at(&mut self, src: Option<NodeIndex>, g: u32, place: Place, bytes: u64) -> Ready {
-        let src = src?;
-        let home = self.map.home(src);
-        let ready = self.done[&(src, g)];
-        if place == Place::Pair(home) {
-            return ready;
-        }
-        if let Some(&r) = self.copies.get(&(src, g, place)) {
-            return r;
-        }
-        // Pushed by the home pair's DMA across the shared L2 interconnect.
-        let work = Work::Dma {
-            bytes,
-            tcdm_addr: 0,
-            into_tcdm: false,
-            ext_bytes_per_cycle: self.arch.l2.bytes_per_cycle,
-            ext_latency: self.arch.l2.latency,
+    /// Features `lo..hi` of the tensor produced by `src` for group `g`,
+    /// made available at `place`: the jobs to wait for (the producing jobs
+    /// where the slices already are, DMA transfers from the pairs holding
+    /// them otherwise). The graph input (`None`) is present from the start.
+    fn at(
+        &mut self,
+        src: Option<NodeIndex>,
+        g: u32,
+        place: Place,
+        lo: u32,
+        hi: u32,
+    ) -> Vec<TaskId> {
+        let Some(src) = src else {
+            return Vec::new();
         };
-        let step = match place {
-            Place::L2 => Step::ToL2,
-            Place::Pair(p) => Step::Xfer { to: p },
-        };
-        let task = self.tg.add(Some((home, Unit::Dma)), work, src, g, step);
-        self.tg.dep_opt(ready, task);
-        self.copies.insert((src, g, place), Some(task));
-        Some(task)
+        let tokens = self.tokens(g);
+        let shards = self.map.shards(src).to_vec();
+        let ready = self.done[&(src, g)].clone();
+        let mut waits = Vec::new();
+        for (i, sh) in shards.iter().enumerate() {
+            let (olo, ohi) = (lo.max(sh.lo), hi.min(sh.hi));
+            if olo >= ohi {
+                continue;
+            }
+            if place == Place::Pair(sh.pair) {
+                waits.extend(ready[i]);
+                continue;
+            }
+            let key = (src, g, place, i, olo, ohi);
+            if let Some(&t) = self.copies.get(&key) {
+                waits.push(t);
+                continue;
+            }
+            // Pushed by the holder's DMA across the shared L2 interconnect.
+            let work = Work::Dma {
+                bytes: tokens * (ohi - olo) as u64 * FP16_BYTES,
+                tcdm_addr: 0,
+                into_tcdm: false,
+                ext_bytes_per_cycle: self.arch.l2.bytes_per_cycle,
+                ext_latency: self.arch.l2.latency,
+            };
+            let step = match place {
+                Place::L2 => Step::ToL2,
+                Place::Pair(p) => Step::Xfer { to: p },
+            };
+            let task = self.tg.add(Some((sh.pair, Unit::Dma)), work, src, g, step);
+            self.tg.dep_opt(ready[i], task);
+            self.copies.insert(key, task);
+            waits.push(task);
+        }
+        waits
+    }
+
+    /// `after` waits for every job of `before`.
+    fn dep_all(&mut self, before: &[TaskId], after: TaskId) {
+        for &b in before {
+            self.tg.dep(b, after);
+        }
     }
 
     /// The producer feeding `n` through `slot`, if any node does.
@@ -234,16 +265,11 @@ impl Builder<'_> {
             let tg = self.tokens(g);
             let second = g % 2 == 1;
             let mut outs_of_col: Vec<Vec<TaskId>> = vec![Vec::new(); cb];
-            let mut x_ready_at: Vec<Ready> = vec![None; blocks.len()];
+            let mut x_ready_at: Vec<Vec<TaskId>> = vec![Vec::new(); blocks.len()];
             for (bi, blk) in blocks.iter().enumerate() {
                 // Each tile gets only its row slice of X.
-                let x_ready = self.at(
-                    src,
-                    g,
-                    Place::Pair(blk.pair),
-                    tg * blk.rows as u64 * FP16_BYTES,
-                );
-                x_ready_at[bi] = x_ready;
+                let lo = blk.row_block * self.arch.aimc.rows;
+                let x_ready = self.at(src, g, Place::Pair(blk.pair), lo, lo + blk.rows);
                 // One token's inputs over the link.
                 let load_cycles = (blk.rows as u64 * in_bytes).div_ceil(link.bytes_per_cycle());
                 let load = self.pmca_cycles_to_ps(load_cycles);
@@ -258,7 +284,8 @@ impl Builder<'_> {
                     g,
                     Step::Tile,
                 );
-                self.tg.dep_opt(x_ready, tile);
+                self.dep_all(&x_ready, tile);
+                x_ready_at[bi] = x_ready;
                 if g >= 2 {
                     // Double-buffered output buffer in the tile.
                     let prev = out_tasks[bi][(g - 2) as usize];
@@ -360,7 +387,10 @@ impl Builder<'_> {
                         // The study's: once the group's tile outputs are in.
                         Schedule::Study if i == 0 => self.tg.dep(posts[0], down),
                         Schedule::Study => self.tg.dep(out_tasks[i * cb][g as usize], down),
-                        Schedule::Concurrent => self.tg.dep_opt(x_ready_at[i * cb], down),
+                        Schedule::Concurrent => {
+                            let x = std::mem::take(&mut x_ready_at[i * cb]);
+                            self.dep_all(&x, down);
+                        }
                     }
                     downs.push((blk.pair, down));
                 }
@@ -421,68 +451,46 @@ impl Builder<'_> {
                 };
                 finish[c].push(fin);
             }
-            // The whole output at the home pair (column 0's owner): the other
-            // column owners send theirs.
-            let home = block(0, 0).pair;
-            let join = self.tg.add(None, Work::None, finish_node, g, Step::Join);
-            for (c, f) in finish.iter().enumerate() {
-                let f = f[g as usize];
-                let owner = block(0, c).pair;
-                if owner == home {
-                    self.tg.dep(f, join);
-                } else {
-                    let x = self.tg.add(
-                        Some((owner, Unit::Dma)),
-                        Work::Dma {
-                            bytes: tg * block(0, c).cols as u64 * FP16_BYTES,
-                            tcdm_addr: plans[c].y.addr,
-                            into_tcdm: false,
-                            ext_bytes_per_cycle: l2.0,
-                            ext_latency: l2.1,
-                        },
-                        finish_node,
-                        g,
-                        Step::Xfer { to: home },
-                    );
-                    self.tg.dep(f, x);
-                    self.tg.dep(x, join);
-                }
-            }
-            self.done.insert((finish_node, g), Some(join));
+            // Each column's slice of the output stays on its owner.
+            let ready: Vec<Ready> = finish.iter().map(|f| Some(f[g as usize])).collect();
             if finish_node != mvm {
-                self.done.insert((mvm, g), Some(join));
+                self.done.insert((mvm, g), ready.clone());
             }
+            self.done.insert((finish_node, g), ready);
         }
     }
 
-    fn elementwise(&mut self, node: NodeIndex, kernel: Kernel, width: u32) {
-        let pair = self.map.home(node);
+    fn elementwise(&mut self, node: NodeIndex, kernel: Kernel) {
         let inputs: Vec<NodeIndex> = self
             .graph
             .g
             .edges_directed(node, Direction::Incoming)
             .map(|e| e.source())
             .collect();
+        let shards = self.map.shards(node).to_vec();
         for g in 0..self.tg.groups {
             let tg = self.tokens(g);
-            let elements = tg * width as u64;
-            let cycles = self.arch.pmca.cores.kernel_cycles(kernel, elements).0;
-            let task = self.tg.add(
-                Some((pair, Unit::Cores)),
-                Work::Cores {
-                    cycles,
-                    kernel: Some(kernel),
-                },
-                node,
-                g,
-                Step::Kernel,
-            );
-            for &src in &inputs {
-                let bytes = tg * self.graph.g[src].out_width as u64 * FP16_BYTES;
-                let r = self.at(Some(src), g, Place::Pair(pair), bytes);
-                self.tg.dep_opt(r, task);
+            let mut ready = Vec::with_capacity(shards.len());
+            for sh in &shards {
+                let elements = tg * (sh.hi - sh.lo) as u64;
+                let cycles = self.arch.pmca.cores.kernel_cycles(kernel, elements).0;
+                let task = self.tg.add(
+                    Some((sh.pair, Unit::Cores)),
+                    Work::Cores {
+                        cycles,
+                        kernel: Some(kernel),
+                    },
+                    node,
+                    g,
+                    Step::Kernel,
+                );
+                for &src in &inputs {
+                    let w = self.at(Some(src), g, Place::Pair(sh.pair), sh.lo, sh.hi);
+                    self.dep_all(&w, task);
+                }
+                ready.push(Some(task));
             }
-            self.done.insert((node, g), Some(task));
+            self.done.insert((node, g), ready);
         }
     }
 
@@ -516,8 +524,8 @@ impl Builder<'_> {
         let Placement::Heads { pairs } = self.map.placement(ctx_node).clone() else {
             unreachable!("attention is placed by heads")
         };
-        let home = pairs[0];
         let hd = head_dim as u64;
+        let group_w = (heads / kv_heads) * head_dim;
         let kvw = kv_heads as u64 * hd;
         let per_kv = (heads / kv_heads) as u64;
         let groups = self.tg.groups;
@@ -525,9 +533,9 @@ impl Builder<'_> {
         let mut k_l2 = Vec::new();
         let mut v_l2 = Vec::new();
         for g in 0..groups {
-            let bytes = self.tokens(g) * kvw * FP16_BYTES;
-            k_l2.push(self.at(k, g, Place::L2, bytes));
-            v_l2.push(self.at(v, g, Place::L2, bytes));
+            let kw = kvw as u32;
+            k_l2.push(self.at(k, g, Place::L2, 0, kw));
+            v_l2.push(self.at(v, g, Place::L2, 0, kw));
         }
         let budget = self.arch.pmca.attention_chunk_bytes.0;
         let rm = self.arch.pmca.cores.redmule_program_cycles;
@@ -542,25 +550,19 @@ impl Builder<'_> {
                 self.graph.seq_len as u64
             };
             let last_kv = if self.graph.causal { g } else { groups - 1 };
-            let join = self.tg.add(None, Work::None, ctx_node, g, Step::Join);
-            // Queries of the heads each pair runs, and its last job.
-            let mut q_ready = Vec::with_capacity(pairs.len());
-            for (i, &p) in pairs.iter().enumerate() {
-                let groups_here = (0..kv_heads as usize)
-                    .filter(|kh| kh % pairs.len() == i)
-                    .count() as u64;
-                let bytes = tg * groups_here * per_kv * hd * FP16_BYTES;
-                q_ready.push(self.at(q, g, Place::Pair(p), bytes));
-            }
-            let mut last_on: Vec<Option<TaskId>> = vec![None; pairs.len()];
+            // Each KV-head group's output slice stays on its pair.
+            let mut ready: Vec<Ready> = vec![None; kv_heads as usize];
             // Chunks of keys so that K, V and the scores of a chunk fit the
             // attention budget (online softmax across chunks).
             let chunk = attention_chunk(budget, hd, tg, seen);
             let chunks = seen.div_ceil(chunk);
             let mut prev_ctx: Vec<Option<TaskId>> = vec![None; per_kv as usize];
             for kh in 0..kv_heads as usize {
-                let slot = kh % pairs.len();
-                let pair = pairs[slot];
+                let pair = pairs[kh % pairs.len()];
+                let lo = kh as u32 * group_w;
+                let q_ready = self.at(q, g, Place::Pair(pair), lo, lo + group_w);
+                let join = self.tg.add(None, Work::None, ctx_node, g, Step::Join);
+                ready[kh] = Some(join);
                 prev_ctx.iter_mut().for_each(|p| *p = None);
                 for c in 0..chunks {
                     let keys = chunk.min(seen - c * chunk);
@@ -583,8 +585,12 @@ impl Builder<'_> {
                         .tg
                         .add(Some((pair, Unit::Dma)), l2, ctx_node, g, Step::LoadV);
                     for gg in 0..=last_kv as usize {
-                        self.tg.dep_opt(k_l2[gg], lk);
-                        self.tg.dep_opt(v_l2[gg], lv);
+                        for &t in &k_l2[gg] {
+                            self.tg.dep(t, lk);
+                        }
+                        for &t in &v_l2[gg] {
+                            self.tg.dep(t, lv);
+                        }
                     }
                     for prev in prev_ctx.iter_mut() {
                         let q_addr = 0;
@@ -610,7 +616,7 @@ impl Builder<'_> {
                             g,
                             Step::Scores,
                         );
-                        self.tg.dep_opt(q_ready[slot], s);
+                        self.dep_all(&q_ready, s);
                         self.tg.dep(lk, s);
                         let cycles = self
                             .arch
@@ -652,37 +658,11 @@ impl Builder<'_> {
                         // Accumulating chunks of one head run in order.
                         self.tg.dep_opt(*prev, cx);
                         *prev = Some(cx);
-                        last_on[slot] = Some(cx);
+                        self.tg.dep(cx, join);
                     }
                 }
             }
-            // The heads' outputs gathered on the home pair.
-            for (i, &p) in pairs.iter().enumerate() {
-                let Some(last) = last_on[i] else { continue };
-                if p == home {
-                    self.tg.dep(last, join);
-                    continue;
-                }
-                let groups_here = (0..kv_heads as usize)
-                    .filter(|kh| kh % pairs.len() == i)
-                    .count() as u64;
-                let x = self.tg.add(
-                    Some((p, Unit::Dma)),
-                    Work::Dma {
-                        bytes: tg * groups_here * per_kv * hd * FP16_BYTES,
-                        tcdm_addr: 0,
-                        into_tcdm: false,
-                        ext_bytes_per_cycle: self.arch.l2.bytes_per_cycle,
-                        ext_latency: self.arch.l2.latency,
-                    },
-                    ctx_node,
-                    g,
-                    Step::Xfer { to: home },
-                );
-                self.tg.dep(last, x);
-                self.tg.dep(x, join);
-            }
-            self.done.insert((ctx_node, g), Some(join));
+            self.done.insert((ctx_node, g), ready);
         }
     }
 }
