@@ -147,19 +147,12 @@ fn override_value(v: &str) -> Result<serde_json::Value, String> {
 /// Applies `field.path=value` overrides to a description.
 pub fn apply_overrides<T: Serialize + DeserializeOwned>(
     value: &T,
+    prefix: &str,
     overrides: &[(String, String)],
 ) -> Result<T, ConfigError> {
-    if overrides.is_empty() {
-        return serde_json::from_value(serde_json::to_value(value).expect("serialisable")).map_err(
-            |e| ConfigError::Override {
-                expr: String::new(),
-                msg: e.to_string(),
-            },
-        );
-    }
     let mut json = serde_json::to_value(value).expect("descriptions always serialise");
     for (path, raw) in overrides {
-        let expr = format!("{path}={raw}");
+        let expr = format!("{prefix}{path}={raw}");
         let err = |msg: String| ConfigError::Override {
             expr: expr.clone(),
             msg,
@@ -204,11 +197,7 @@ pub fn apply_overrides<T: Serialize + DeserializeOwned>(
         *node = new;
     }
     serde_json::from_value(json).map_err(|e| ConfigError::Override {
-        expr: overrides
-            .iter()
-            .map(|(p, v)| format!("{p}={v}"))
-            .collect::<Vec<_>>()
-            .join(" "),
+        expr: join_sets(prefix, overrides),
         msg: e.to_string(),
     })
 }
@@ -247,9 +236,9 @@ pub fn override_architecture(
     if sets.is_empty() {
         return Ok(arch.clone());
     }
-    let a: Architecture = apply_overrides(arch, sets)?;
+    let a: Architecture = apply_overrides(arch, "arch.", sets)?;
     a.validate().map_err(|m| ConfigError::Override {
-        expr: join_sets(sets),
+        expr: join_sets("arch.", sets),
         msg: m,
     })?;
     Ok(a)
@@ -260,17 +249,17 @@ pub fn override_workload(w: &Workload, sets: &[(String, String)]) -> Result<Work
     if sets.is_empty() {
         return Ok(w.clone());
     }
-    let out: Workload = apply_overrides(w, sets)?;
+    let out: Workload = apply_overrides(w, "workload.", sets)?;
     out.validate().map_err(|m| ConfigError::Override {
-        expr: join_sets(sets),
+        expr: join_sets("workload.", sets),
         msg: m,
     })?;
     Ok(out)
 }
 
-fn join_sets(sets: &[(String, String)]) -> String {
+fn join_sets(prefix: &str, sets: &[(String, String)]) -> String {
     sets.iter()
-        .map(|(p, v)| format!("{p}={v}"))
+        .map(|(p, v)| format!("{prefix}{p}={v}"))
         .collect::<Vec<_>>()
         .join(" ")
 }
