@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod functional;
 pub mod graph;
 pub mod hw;
 pub mod mapping;

@@ -194,7 +194,7 @@ impl JobCycles {
 
 /// Byte addresses in the TCDM (relative to its base) of a job's row-major
 /// FP16 matrices. `y_addr: None` is a plain `Z = X W` (no Y stream).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Operands {
     pub x_addr: u64,
     pub w_addr: u64,

@@ -274,7 +274,9 @@ pub fn simulate(params: &TcdmParams, streams: &[Stream]) -> Vec<StreamResult> {
             // Nobody presents a beat: nothing can happen before the next
             // phase starts.
             (0, Some(w)) => sim.now = w,
-            _ => sim.step(),
+            _ => {
+                sim.step();
+            }
         }
     }
     sim.streams.iter().map(|(_, c)| c.result()).collect()
@@ -866,6 +868,8 @@ struct Sim {
     // Scratch buffers of `step`, empty between calls.
     reqs: Vec<Req>,
     who: Vec<(usize, u32)>,
+    /// Scratch buffer of `contended_to`: (position, beats, banks).
+    grants: Vec<(usize, usize, u128)>,
 }
 
 impl Sim {
@@ -878,6 +882,7 @@ impl Sim {
             contended_cycles: 0,
             reqs: Vec::new(),
             who: Vec::new(),
+            grants: Vec::new(),
         }
     }
 
@@ -914,8 +919,9 @@ impl Sim {
         s
     }
 
-    /// Arbitrates cycle `now` among all streams presenting beats.
-    fn step(&mut self) {
+    /// Arbitrates cycle `now` among all streams presenting beats. Returns
+    /// whether one of them got the last beat of its phase granted.
+    fn step(&mut self) -> bool {
         let t = self.now;
         let banks = self.geo.banks as usize;
         let mut reqs = std::mem::take(&mut self.reqs);
@@ -958,11 +964,13 @@ impl Sim {
             *granted += 1;
             apply_rr(&mut self.rr, self.geo.banks, r.class, r.id, r.mask);
         }
+        let mut completed = false;
         for &(i, g) in &who {
             let c = &mut self.streams[i].1;
             c.granted += g as usize;
             if c.granted == c.beats().len() {
                 c.complete_beats(t + 1);
+                completed = true;
             }
         }
         reqs.clear();
@@ -970,6 +978,67 @@ impl Sim {
         self.reqs = reqs;
         self.who = who;
         self.now = t + 1;
+        completed
+    }
+
+    /// Simulates cycles from `now` while two or more streams present beats:
+    /// up to `limit` (after at least one cycle) or until one of them gets
+    /// the last beat of its phase granted. The caller guarantees that no
+    /// other stream starts presenting before `limit`. A cycle in which the
+    /// beats each requester would get alone use disjoint banks needs no
+    /// arbitration: every requester gets exactly those (whatever the order,
+    /// none of them is blocked, and a beat past its master's own grant is
+    /// blocked by the master's own earlier beat or its window), as `step`
+    /// would find; the other cycles go through `step`.
+    fn contended_to(&mut self, limit: u64) {
+        let mut who = std::mem::take(&mut self.who);
+        let mut grants = std::mem::take(&mut self.grants);
+        loop {
+            let t = self.now;
+            let mut taken = 0u128;
+            let mut disjoint = true;
+            for (i, (_, c)) in self.streams.iter().enumerate() {
+                if !c.requesting(t) {
+                    continue;
+                }
+                let (g, mask) = solo_cycle(&c.data.master, c.beats(), c.granted);
+                if taken & mask != 0 {
+                    disjoint = false;
+                    break;
+                }
+                taken |= mask;
+                grants.push((i, g, mask));
+            }
+            let completed = if disjoint {
+                debug_assert!(grants.len() >= 2);
+                self.contended_cycles += 1;
+                let mut completed = false;
+                for &(i, g, mask) in &grants {
+                    let c = &mut self.streams[i].1;
+                    let m = c.data.master;
+                    apply_rr(&mut self.rr, self.geo.banks, m.class, m.id, mask);
+                    c.granted += g;
+                    if c.granted == c.beats().len() {
+                        c.complete_beats(t + 1);
+                        completed = true;
+                    }
+                }
+                self.now = t + 1;
+                completed
+            } else {
+                // `step` uses the scratch buffers: hand them back.
+                self.who = std::mem::take(&mut who);
+                let completed = self.step();
+                who = std::mem::take(&mut self.who);
+                completed
+            };
+            grants.clear();
+            if completed || self.now >= limit {
+                break;
+            }
+        }
+        self.who = who;
+        self.grants = grants;
     }
 
     /// Advances the lone requester at position `i` from `now` to `to` and
@@ -997,7 +1066,7 @@ impl Sim {
             match (s.requesting, s.requester) {
                 (0, _) => self.now = t.min(s.next_wait.unwrap_or(t)),
                 (1, Some(i)) => self.solo_to(i, t.min(s.next_wait.unwrap_or(t))),
-                _ => self.step(),
+                _ => self.contended_to(t.min(s.next_wait.unwrap_or(t))),
             }
         }
     }
@@ -1034,7 +1103,7 @@ impl Sim {
             match (s.requesting, s.requester) {
                 (0, _) => self.now = horizon.min(s.next_wait.unwrap_or(horizon)),
                 (1, Some(i)) => self.solo_to(i, horizon.min(s.next_wait.unwrap_or(horizon))),
-                _ => self.step(),
+                _ => self.contended_to(horizon.min(s.next_wait.unwrap_or(horizon))),
             }
         }
     }

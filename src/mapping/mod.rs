@@ -383,16 +383,32 @@ pub fn mvm_of(graph: &Graph, n: NodeIndex) -> NodeIndex {
     }
 }
 
-/// TCDM bytes each pair's schedule keeps live: the sum over the operations
-/// it hosts (buffers of different operations are all resident, since the
-/// pipeline interleaves their groups). FP16 throughout.
-pub fn tcdm_per_pair(graph: &Graph, map: &Mapping, arch: &Architecture) -> Vec<TcdmUse> {
+/// The TCDM an operation needs on one pair: `resident_bytes` for the whole
+/// run (a LoRA adapter's A and B slices) and `group_bytes` for each token
+/// group in flight (its inputs, intermediates and outputs, FP16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Footprint {
+    pub node: NodeIndex,
+    pub pair: u32,
+    pub resident_bytes: u64,
+    pub group_bytes: u64,
+}
+
+/// The TCDM footprint of every operation on every pair that hosts it.
+pub fn footprints(graph: &Graph, map: &Mapping, arch: &Architecture) -> Vec<Footprint> {
     let t = map.tokens as u64;
     let e = FP16_BYTES;
-    let mut per: Vec<TcdmUse> = vec![TcdmUse::default(); map.pairs as usize];
+    let mut out = Vec::new();
+    let mut add = |node, pair, resident_bytes, group_bytes| {
+        out.push(Footprint {
+            node,
+            pair,
+            resident_bytes,
+            group_bytes,
+        })
+    };
     for &n in &graph.order {
-        let node = &graph.g[n];
-        match (&node.kind, map.placement(n)) {
+        match (&graph.g[n].kind, map.placement(n)) {
             (NodeKind::StaticMvm { .. }, Placement::Aimc { blocks, .. }) => {
                 let rank = graph
                     .g
@@ -404,25 +420,31 @@ pub fn tcdm_per_pair(graph: &Graph, map: &Mapping, arch: &Architecture) -> Vec<T
                     .unwrap_or(0);
                 for b in blocks {
                     let (rows, cols) = (b.rows as u64, b.cols as u64);
-                    let bytes = if b.row_block == 0 {
-                        // X slice, X A, output, A slice, B, double buffers.
-                        LoraPlan::new(t, rows, rank, cols, 64).schedule_bytes().0
+                    if b.row_block == 0 {
+                        // A slice and B resident; X slice, X A and the output
+                        // per group.
+                        let plan = LoraPlan::new(t, rows, rank, cols, 64);
+                        let resident = plan.a.bytes.0 + plan.b.bytes.0;
+                        let group = plan.x.bytes.0 + plan.xa.bytes.0 + plan.y.bytes.0;
+                        add(n, b.pair, resident, group);
                     } else if b.col_block == 0 {
-                        // X slice double-buffered, its A slice and X_i A_i.
-                        2 * t * rows * e + rows * rank * e + t * rank * e
+                        // Its A slice; X slice and X_i A_i per group.
+                        add(n, b.pair, rows * rank * e, t * rows * e + t * rank * e);
                     } else {
-                        2 * t * rows * e
-                    };
-                    per[b.pair as usize].add(&node.name, bytes);
+                        add(n, b.pair, 0, t * rows * e);
+                    }
                 }
             }
-            (NodeKind::Elementwise { width, .. }, Placement::Pmca { pair }) => {
+            (NodeKind::Elementwise { .. }, _) => {
                 let inputs = graph
                     .g
                     .neighbors_directed(n, petgraph::Direction::Incoming)
                     .count() as u64;
-                per[*pair as usize]
-                    .add(&node.name, 2 * (inputs.max(1) + 1) * t * *width as u64 * e);
+                // Inputs and output of its slice.
+                for sh in map.shards(n) {
+                    let w = (sh.hi - sh.lo) as u64;
+                    add(n, sh.pair, 0, (inputs.max(1) + 1) * t * w * e);
+                }
             }
             (
                 NodeKind::AttnContext {
@@ -434,28 +456,36 @@ pub fn tcdm_per_pair(graph: &Graph, map: &Mapping, arch: &Architecture) -> Vec<T
             ) => {
                 let hd = *head_dim as u64;
                 let per_group = (*heads / *kv_heads) as u64;
-                let groups_on = |i: usize| {
-                    (0..*kv_heads as usize)
-                        .filter(|g| g % pairs.len() == i)
-                        .count() as u64
-                };
-                let seen = graph.seq_len as u64;
                 let per_key = 2 * hd * e + t * e;
                 let chunk = crate::timing::tasks::attention_chunk(
                     arch.pmca.attention_chunk_bytes.0,
                     hd,
                     t,
-                    seen,
+                    graph.seq_len as u64,
                 );
                 for (i, p) in pairs.iter().enumerate() {
-                    let qw = groups_on(i) * per_group * hd;
-                    // Q and O of its heads double-buffered, one chunk of K, V
-                    // and scores.
-                    per[*p as usize].add(&node.name, 2 * 2 * t * qw * e + chunk * per_key);
+                    let groups_here = (0..*kv_heads as usize)
+                        .filter(|g| g % pairs.len() == i)
+                        .count() as u64;
+                    let qw = groups_here * per_group * hd;
+                    // Q and O of its heads, one chunk of K, V and scores.
+                    add(n, *p, 0, 2 * t * qw * e + chunk * per_key);
                 }
             }
             _ => {}
         }
+    }
+    out
+}
+
+/// TCDM bytes each pair's schedule keeps live: over the operations it
+/// hosts, their resident data and two token groups' worth (double
+/// buffering), all counted at once since the pipeline interleaves the
+/// groups of different operations. An upper bound on the occupancy.
+pub fn tcdm_per_pair(graph: &Graph, map: &Mapping, arch: &Architecture) -> Vec<TcdmUse> {
+    let mut per: Vec<TcdmUse> = vec![TcdmUse::default(); map.pairs as usize];
+    for f in footprints(graph, map, arch) {
+        per[f.pair as usize].add(&graph.g[f.node].name, f.resident_bytes + 2 * f.group_bytes);
     }
     per
 }

@@ -9,6 +9,7 @@
 //! is free. Each unit runs one job at a time, in order of token group, then
 //! of the description. Events mark job starts and ends only.
 
+pub mod occupancy;
 pub mod summary;
 pub mod tasks;
 
@@ -19,11 +20,11 @@ use crate::hw::access::Phase;
 use crate::hw::dma::{DmaPlan, ExtLink, TcdmSide};
 use crate::hw::redmule::{self, Operands};
 use crate::hw::snitch::Kernel;
-use crate::hw::tcdm::{Arbiter, MasterSpec, Stream, StreamId};
+use crate::hw::tcdm::{Arbiter, MasterSpec, PreparedStream, StreamId};
 use crate::mapping::Mapping;
 use crate::units::{Clock, Cycles, Ps};
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 pub use tasks::{TaskGraph, TaskId};
 
@@ -380,7 +381,69 @@ struct Pair {
     in_tcdm: Vec<(StreamId, Pending)>,
     generation: u64,
     tcdm_stall_cycles: u64,
+    /// The TCDM streams of the DMA and RedMule jobs seen so far, with their
+    /// ideal cycles: jobs repeat (same shapes, same buffers) from one token
+    /// group to the next.
+    prepared: HashMap<JobKey, (Arc<PreparedStream>, u64)>,
 }
+
+/// What a DMA or RedMule job's TCDM stream depends on besides the pair's
+/// architecture and clock.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum JobKey {
+    Dma {
+        bytes: u64,
+        tcdm_addr: u64,
+        into_tcdm: bool,
+        ext_bytes_per_cycle: u64,
+        ext_latency: Ps,
+    },
+    RedMule {
+        m: u64,
+        n: u64,
+        k: u64,
+        operands: Operands,
+        program_cycles: u64,
+    },
+}
+
+impl JobKey {
+    fn of(work: &Work) -> JobKey {
+        match *work {
+            Work::Dma {
+                bytes,
+                tcdm_addr,
+                into_tcdm,
+                ext_bytes_per_cycle,
+                ext_latency,
+            } => JobKey::Dma {
+                bytes,
+                tcdm_addr,
+                into_tcdm,
+                ext_bytes_per_cycle,
+                ext_latency,
+            },
+            Work::RedMule {
+                m,
+                n,
+                k,
+                operands,
+                program_cycles,
+            } => JobKey::RedMule {
+                m,
+                n,
+                k,
+                operands,
+                program_cycles,
+            },
+            _ => unreachable!("only DMA and RedMule jobs touch the arbiter"),
+        }
+    }
+}
+
+/// Distinct jobs a pair keeps prepared streams of; past it the cache starts
+/// over (a bound on memory, not on correctness).
+const PREPARED_CAP: usize = 4096;
 
 impl Pair {
     fn new(index: u32, arch: Arc<Architecture>, opts: TimingOptions) -> Pair {
@@ -394,7 +457,25 @@ impl Pair {
             in_tcdm: Vec::new(),
             generation: 0,
             tcdm_stall_cycles: 0,
+            prepared: HashMap::new(),
         }
+    }
+
+    /// The job's TCDM stream, prepared for the arbiter, and its ideal
+    /// cycles (one beat per cycle, no conflict).
+    fn prepared(&mut self, work: &Work) -> (Arc<PreparedStream>, u64) {
+        let key = JobKey::of(work);
+        if let Some((s, ideal)) = self.prepared.get(&key) {
+            return (Arc::clone(s), *ideal);
+        }
+        let (phases, master) = self.phases(work);
+        let ideal: u64 = phases.iter().map(Phase::ideal_cycles).sum();
+        let s = self.arbiter.prepare(master, &phases);
+        if self.prepared.len() >= PREPARED_CAP {
+            self.prepared.clear();
+        }
+        self.prepared.insert(key, (Arc::clone(&s), ideal));
+        (s, ideal)
     }
 
     /// The TCDM-side phases of a DMA or RedMule job, and the cycles the
@@ -509,20 +590,14 @@ impl Component<Msg> for Pair {
                 let now = ctx.now();
                 let uses_tcdm = matches!(work, Work::Dma { .. } | Work::RedMule { .. });
                 if uses_tcdm && self.opts.tcdm_contention {
-                    let (phases, master) = self.phases(&work);
-                    let ideal: u64 = phases.iter().map(Phase::ideal_cycles).sum();
+                    let (prepared, ideal) = self.prepared(&work);
                     let tail = Ps::ZERO;
                     // Jobs start on a clock edge.
                     let start_cycle = self.clock.cycles_ceil(now).0;
                     self.drain(ctx);
-                    let id = self.arbiter.add_stream(
-                        start_cycle,
-                        Stream {
-                            master,
-                            start_cycle,
-                            phases,
-                        },
-                    );
+                    let id = self
+                        .arbiter
+                        .add_prepared(start_cycle, start_cycle, prepared);
                     self.in_tcdm.push((
                         id,
                         Pending {

@@ -2,6 +2,7 @@
 //! with its LoRA branch (`aimcsim layer`) and a whole workload
 //! (`aimcsim run`), each with and without LoRA.
 
+use super::occupancy::occupancy;
 use super::{run, Step, Timeline, TimingOptions, Unit};
 use crate::config::{Architecture, BlockKind, LoraSpec, ModelKind, Op, Targets, Workload};
 use crate::graph::{Graph, NodeKind};
@@ -120,12 +121,29 @@ fn dur(tl: &Timeline, step: Step, group: u32) -> Ps {
         .unwrap_or(Ps::ZERO)
 }
 
+/// A timing run with what produced it, for traces.
+#[derive(Debug, Clone)]
+pub struct Traced {
+    pub graph: Graph,
+    pub map: Mapping,
+    pub timeline: Timeline,
+}
+
 /// Runs `aimcsim layer`.
 pub fn layer(
     arch: &Architecture,
     q: &LayerQuery,
     opts: TimingOptions,
 ) -> Result<LayerReport, QueryError> {
+    layer_traced(arch, q, opts).map(|(r, _)| r)
+}
+
+/// Runs `aimcsim layer` and keeps the timeline of the run with LoRA.
+pub fn layer_traced(
+    arch: &Architecture,
+    q: &LayerQuery,
+    opts: TimingOptions,
+) -> Result<(LayerReport, Traced), QueryError> {
     let w = layer_workload(q, true);
     w.validate()
         .map_err(|e| QueryError::Invalid(format!("the layer query is invalid: {e}")))?;
@@ -154,7 +172,7 @@ pub fn layer(
     let plan = LoraPlan::new(q.tokens as u64, m, q.rank as u64, cols, 64);
     let capacity = arch.pmca.tcdm.size.0;
     let sched = plan.schedule_bytes().0;
-    Ok(LayerReport {
+    let report = LayerReport {
         in_features: q.in_features,
         out_features: q.out_features,
         rank: q.rank,
@@ -178,7 +196,15 @@ pub fn layer(
         baseline_ns: ns(base.makespan),
         overhead: tl.makespan.0 as f64 / base.makespan.0 as f64,
         tcdm_stall_cycles: tl.tcdm_stall_cycles.iter().sum(),
-    })
+    };
+    Ok((
+        report,
+        Traced {
+            graph,
+            map,
+            timeline: tl,
+        },
+    ))
 }
 
 /// Per-layer figures of a workload run.
@@ -234,10 +260,14 @@ pub struct RunReport {
     pub aimc_weights: u64,
     pub lora_params: u64,
     pub lora_bytes: u64,
-    /// The largest TCDM footprint of a pair: all buffers of all operations
-    /// it hosts, resident at once (an upper bound on the occupancy).
+    /// The highest TCDM occupancy of any pair over the run: resident
+    /// adapter data plus the buffers of the token groups in flight.
     pub peak_tcdm_bytes: u64,
-    /// The pair with that footprint and what makes it up.
+    /// The largest sum over a pair's operations of resident data and two
+    /// groups' buffers each, all at once: an upper bound, schedule-free.
+    pub tcdm_bound_bytes: u64,
+    /// The pair with the highest occupancy and its operations' bound
+    /// footprints.
     pub peak_tcdm_pair: u32,
     pub peak_tcdm_ops: Vec<TcdmOp>,
     /// Pairs whose footprint exceeds the TCDM.
@@ -336,6 +366,15 @@ pub fn run_workload(
     w: &Workload,
     opts: TimingOptions,
 ) -> Result<RunReport, QueryError> {
+    run_workload_traced(arch, w, opts).map(|(r, _)| r)
+}
+
+/// Runs `aimcsim run` and keeps the timeline of the run with LoRA.
+pub fn run_workload_traced(
+    arch: &Architecture,
+    w: &Workload,
+    opts: TimingOptions,
+) -> Result<(RunReport, Traced), QueryError> {
     let graph = Graph::build(w);
     let map = Mapping::new(&graph, arch, w.tokens_per_group)?;
     let tl = run(&graph, &map, arch, opts);
@@ -365,10 +404,12 @@ pub fn run_workload(
         })
         .collect();
     let tcdm = tcdm_per_pair(&graph, &map, arch);
-    let peak_pair = (0..tcdm.len())
-        .max_by_key(|&p| (tcdm[p].total, std::cmp::Reverse(p)))
+    let occ = occupancy(&graph, &map, arch, &tl);
+    let peak_pair = (0..occ.peak.len())
+        .max_by_key(|&p| (occ.peak[p], std::cmp::Reverse(p)))
         .unwrap_or(0);
-    let peak = tcdm.get(peak_pair).map_or(0, |u| u.total.0);
+    let peak = occ.peak.get(peak_pair).copied().unwrap_or(0);
+    let bound = tcdm.iter().map(|u| u.total.0).max().unwrap_or(0);
     let peak_tcdm_ops = tcdm
         .get(peak_pair)
         .map(|u| {
@@ -394,7 +435,7 @@ pub fn run_workload(
         .max()
         .unwrap_or(0);
     let lora_params = graph.lora_params();
-    Ok(RunReport {
+    let report = RunReport {
         workload: w.name.clone(),
         architecture: arch.name.clone(),
         seq_len: w.seq_len,
@@ -408,9 +449,10 @@ pub fn run_workload(
         lora_params,
         lora_bytes: lora_params * 2,
         peak_tcdm_bytes: peak,
+        tcdm_bound_bytes: bound,
         peak_tcdm_pair: peak_pair as u32,
         peak_tcdm_ops,
-        pairs_over_tcdm: tcdm.iter().filter(|u| u.total.0 > capacity).count() as u32,
+        pairs_over_tcdm: occ.peak.iter().filter(|&&b| b > capacity).count() as u32,
         tcdm_capacity_bytes: capacity,
         fits_tcdm: peak <= capacity,
         l2_kv_bytes: l2_kv,
@@ -424,5 +466,13 @@ pub fn run_workload(
         events_per_host_second: (tl.stats.events + base.stats.events) as f64
             / (tl.stats.host_seconds + base.stats.host_seconds).max(1e-9),
         layers,
-    })
+    };
+    Ok((
+        report,
+        Traced {
+            graph,
+            map,
+            timeline: tl,
+        },
+    ))
 }

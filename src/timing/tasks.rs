@@ -530,13 +530,24 @@ impl Builder<'_> {
         let per_kv = (heads / kv_heads) as u64;
         let groups = self.tg.groups;
         // K and V of every group go to the L2, where attention reads them.
-        let mut k_l2 = Vec::new();
-        let mut v_l2 = Vec::new();
+        // kv_in_l2[g]: K and V of groups 0..=g are in the L2 (a chain of
+        // joins, so a causal group waits for its prefix, an encoder's for
+        // the last).
+        let mut kv_in_l2: Vec<TaskId> = Vec::with_capacity(groups as usize);
         for g in 0..groups {
             let kw = kvw as u32;
-            k_l2.push(self.at(k, g, Place::L2, 0, kw));
-            v_l2.push(self.at(v, g, Place::L2, 0, kw));
+            let join = self.tg.add(None, Work::None, ctx_node, g, Step::Join);
+            let mut waits = self.at(k, g, Place::L2, 0, kw);
+            waits.extend(self.at(v, g, Place::L2, 0, kw));
+            self.dep_all(&waits, join);
+            if let Some(&prev) = kv_in_l2.last() {
+                self.tg.dep(prev, join);
+            }
+            kv_in_l2.push(join);
         }
+        // Per pair, the end of each chunk step so far: a step's K/V loads
+        // reuse the buffers of the step two before (double buffering).
+        let mut steps: HashMap<u32, Vec<TaskId>> = HashMap::new();
         let budget = self.arch.pmca.attention_chunk_bytes.0;
         let rm = self.arch.pmca.cores.redmule_program_cycles;
         let t = self.map.tokens as u64;
@@ -584,14 +595,17 @@ impl Builder<'_> {
                     let lv = self
                         .tg
                         .add(Some((pair, Unit::Dma)), l2, ctx_node, g, Step::LoadV);
-                    for gg in 0..=last_kv as usize {
-                        for &t in &k_l2[gg] {
-                            self.tg.dep(t, lk);
-                        }
-                        for &t in &v_l2[gg] {
-                            self.tg.dep(t, lv);
-                        }
+                    let kv = kv_in_l2[last_kv as usize];
+                    self.tg.dep(kv, lk);
+                    self.tg.dep(kv, lv);
+                    let history = steps.entry(pair).or_default();
+                    if history.len() >= 2 {
+                        let free = history[history.len() - 2];
+                        self.tg.dep(free, lk);
+                        self.tg.dep(free, lv);
                     }
+                    let step_done = self.tg.add(None, Work::None, ctx_node, g, Step::Join);
+                    steps.get_mut(&pair).expect("entry exists").push(step_done);
                     for prev in prev_ctx.iter_mut() {
                         let q_addr = 0;
                         let k_addr = tg * heads as u64 * hd * FP16_BYTES;
@@ -659,6 +673,7 @@ impl Builder<'_> {
                         self.tg.dep_opt(*prev, cx);
                         *prev = Some(cx);
                         self.tg.dep(cx, join);
+                        self.tg.dep(cx, step_done);
                     }
                 }
             }
