@@ -122,3 +122,27 @@ fn lora_costs_time_and_contention_only_delays() {
     assert!(with.total_ns > with.baseline_ns);
     assert!(with.total_ns >= ideal.total_ns);
 }
+
+/// 128 x 128, r = 8, t = 8, 256 ns: A and B (2048 B each) stay resident;
+/// each group holds X (2048), X A (128) and its output (2048) = 4224 B from
+/// the tile's first token to the end of `(X A) B + Y`, 2168.8 + 1262.2 =
+/// 3431 ns. The tile starts a group every 2168.8 ns, so two groups overlap
+/// at most: peak = 4096 + 2 x 4224 = 12544 B.
+#[test]
+fn tcdm_occupancy_by_hand() {
+    use aimcsim::graph::Graph;
+    use aimcsim::mapping::Mapping;
+    use aimcsim::timing::occupancy::occupancy;
+    use aimcsim::timing::summary::layer_workload;
+    let a = arch_at(256);
+    let w = layer_workload(&query(128, 128, 8), true);
+    let g = Graph::build(&w);
+    let m = Mapping::new(&g, &a, 8).unwrap();
+    let tl = aimcsim::timing::run(&g, &m, &a, TimingOptions::default());
+    let occ = occupancy(&g, &m, &a, &tl);
+    assert_eq!(occ.peak, vec![12_544]);
+    // Group 0 starts at time 0: resident + one group; the end is back to
+    // the resident bytes.
+    assert_eq!(occ.series[0].first().unwrap(), &(aimcsim::units::Ps(0), 8320));
+    assert_eq!(occ.series[0].last().unwrap().1, 4096);
+}
