@@ -80,6 +80,9 @@ enum Command {
         /// Sequence length L.
         #[arg(long, default_value_t = 320)]
         seq_len: u32,
+        /// Write the timeline (with LoRA) as a Chrome trace (Perfetto).
+        #[arg(long, value_name = "FILE.json")]
+        trace: Option<PathBuf>,
     },
     /// The whole workload, with and without LoRA.
     Run {
@@ -95,6 +98,9 @@ enum Command {
         /// AIMC integration time (e.g. 256ns); default from the architecture.
         #[arg(long)]
         integration_time: Option<String>,
+        /// Write the timeline (with LoRA) as a Chrome trace (Perfetto).
+        #[arg(long, value_name = "FILE.json")]
+        trace: Option<PathBuf>,
     },
     /// One hardware unit in isolation, to hold the models against RTL.
     #[command(subcommand)]
@@ -228,6 +234,21 @@ fn emit(c: &Common, text: &str) -> Result<(), Failure> {
     })
 }
 
+fn write_trace(
+    path: &Option<PathBuf>,
+    arch: &Architecture,
+    t: &summary::Traced,
+    title: &str,
+) -> Result<(), Failure> {
+    let Some(path) = path else { return Ok(()) };
+    let occ = aimcsim::timing::occupancy::occupancy(&t.graph, &t.map, arch, &t.timeline);
+    let text = report::trace::chrome_trace(&t.graph, &t.timeline, &occ, title);
+    report::emit(&text, Some(path)).map_err(|e| Failure {
+        code: 2,
+        msg: format!("cannot write {}: {e}", path.display()),
+    })
+}
+
 fn real_main(cli: Cli) -> Result<u8, Failure> {
     let c = &cli.common;
     let (arch_sets, work_sets) = config::split_overrides(&c.sets)?;
@@ -256,6 +277,7 @@ fn real_main(cli: Cli) -> Result<u8, Failure> {
             tokens,
             integration_time: it,
             seq_len,
+            trace,
         } => {
             let mut arch = load_arch(c, &arch_sets)?;
             integration_time(&mut arch, it)?;
@@ -271,7 +293,9 @@ fn real_main(cli: Cli) -> Result<u8, Failure> {
                 tokens: *tokens,
                 seq_len: *seq_len,
             };
-            let r = summary::layer(&arch, &q, opts).map_err(|e| bad(e.to_string()))?;
+            let (r, traced) =
+                summary::layer_traced(&arch, &q, opts).map_err(|e| bad(e.to_string()))?;
+            write_trace(trace, &arch, &traced, "aimcsim layer")?;
             let text = match fmt {
                 Format::Json => report::to_json(&r),
                 Format::Csv => report::to_csv(std::slice::from_ref(&r)),
@@ -284,6 +308,7 @@ fn real_main(cli: Cli) -> Result<u8, Failure> {
             rank,
             targets,
             integration_time: it,
+            trace,
         } => {
             let mut arch = load_arch(c, &arch_sets)?;
             integration_time(&mut arch, it)?;
@@ -300,7 +325,9 @@ fn real_main(cli: Cli) -> Result<u8, Failure> {
                     .map_err(|e| bad(format!("--targets: {e}")))?;
             }
             w.validate().map_err(|e| bad(format!("workload: {e}")))?;
-            let r = summary::run_workload(&arch, &w, opts).map_err(|e| bad(e.to_string()))?;
+            let (r, traced) =
+                summary::run_workload_traced(&arch, &w, opts).map_err(|e| bad(e.to_string()))?;
+            write_trace(trace, &arch, &traced, &format!("aimcsim run {}", w.name))?;
             let text = match fmt {
                 Format::Json => report::to_json(&r),
                 Format::Csv => report::to_csv(&r.layers),

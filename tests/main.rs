@@ -3,4 +3,5 @@
 mod cli;
 mod descriptions;
 mod layer;
+mod trace;
 mod workload;

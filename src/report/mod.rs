@@ -2,6 +2,8 @@
 //! writing them to standard output or to a file (atomically: a file is
 //! either complete or absent).
 
+pub mod trace;
+
 use serde::Serialize;
 use std::io::Write;
 use std::path::Path;
