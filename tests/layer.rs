@@ -143,6 +143,9 @@ fn tcdm_occupancy_by_hand() {
     assert_eq!(occ.peak, vec![12_544]);
     // Group 0 starts at time 0: resident + one group; the end is back to
     // the resident bytes.
-    assert_eq!(occ.series[0].first().unwrap(), &(aimcsim::units::Ps(0), 8320));
+    assert_eq!(
+        occ.series[0].first().unwrap(),
+        &(aimcsim::units::Ps(0), 8320)
+    );
     assert_eq!(occ.series[0].last().unwrap().1, 4096);
 }
