@@ -13,5 +13,6 @@ pub mod graph;
 pub mod hw;
 pub mod mapping;
 pub mod report;
+pub mod sweep;
 pub mod timing;
 pub mod units;

@@ -5,6 +5,7 @@
 use aimcsim::config::{self, Architecture, ConfigError, Targets, Workload};
 use aimcsim::hw::redmule;
 use aimcsim::report::{self, Format, Table};
+use aimcsim::sweep::{self, SweepSpec, SweepTarget, Tokens};
 use aimcsim::timing::summary::{self, LayerQuery, LayerReport, RunReport};
 use aimcsim::timing::TimingOptions;
 use aimcsim::units::{parse_time, Ps};
@@ -71,9 +72,10 @@ enum Command {
         /// LoRA rank r (0: no adapter).
         #[arg(long, default_value_t = 8)]
         rank: u32,
-        /// Tokens per group t.
-        #[arg(long, default_value_t = 8)]
-        tokens: u32,
+        /// Tokens per group t, or `auto` for the t with the lowest total
+        /// latency.
+        #[arg(long, default_value = "8")]
+        tokens: String,
         /// AIMC integration time (e.g. 256ns); default from the architecture.
         #[arg(long)]
         integration_time: Option<String>,
@@ -86,9 +88,10 @@ enum Command {
     },
     /// The whole workload, with and without LoRA.
     Run {
-        /// Tokens per group t (default: the workload's).
+        /// Tokens per group t (default: the workload's), or `auto` for the t
+        /// with the lowest total latency (one t for the whole model).
         #[arg(long)]
-        tokens: Option<u32>,
+        tokens: Option<String>,
         /// LoRA rank (default: the workload's).
         #[arg(long)]
         rank: Option<u32>,
@@ -101,6 +104,35 @@ enum Command {
         /// Write the timeline (with LoRA) as a Chrome trace (Perfetto).
         #[arg(long, value_name = "FILE.json")]
         trace: Option<PathBuf>,
+    },
+    /// Every combination of the listed values, in parallel, one row each.
+    /// Without --in/--out: the workload. --set values separated by commas
+    /// are axes too (arch.aimc.dac_bits=6,8).
+    Sweep {
+        /// Sweep one linear layer with this many inputs (with --out).
+        #[arg(long = "in")]
+        in_features: Option<u32>,
+        /// Sweep one linear layer with this many outputs (with --in).
+        #[arg(long = "out")]
+        out_features: Option<u32>,
+        /// Sequence length of a layer sweep.
+        #[arg(long, default_value_t = 320)]
+        seq_len: u32,
+        /// Integration times, e.g. 128ns,256ns,512ns.
+        #[arg(long, value_delimiter = ',')]
+        integration_time: Vec<String>,
+        /// Token group sizes, e.g. 8,16,32,64,128 (or auto).
+        #[arg(long, value_delimiter = ',')]
+        tokens: Vec<String>,
+        /// LoRA ranks, e.g. 1,2,4,8,16.
+        #[arg(long, value_delimiter = ',')]
+        rank: Vec<u32>,
+        /// LoRA placements (workload sweeps), e.g. all,qkv,ffn.
+        #[arg(long, value_delimiter = ',')]
+        targets: Vec<String>,
+        /// Continue FILE.partial of the same sweep, skipping its rows.
+        #[arg(long)]
+        resume: bool,
     },
     /// One hardware unit in isolation, to hold the models against RTL.
     #[command(subcommand)]
@@ -234,6 +266,16 @@ fn emit(c: &Common, text: &str) -> Result<(), Failure> {
     })
 }
 
+fn parse_tokens(s: &str) -> Result<u32, Failure> {
+    match s.trim().parse::<u32>() {
+        Ok(0) => Err(bad("--tokens: must be at least 1")),
+        Ok(t) => Ok(t),
+        Err(_) => Err(bad(format!(
+            "--tokens: `{s}` is neither a whole number of tokens nor `auto`"
+        ))),
+    }
+}
+
 fn write_trace(
     path: &Option<PathBuf>,
     arch: &Architecture,
@@ -251,7 +293,11 @@ fn write_trace(
 
 fn real_main(cli: Cli) -> Result<u8, Failure> {
     let c = &cli.common;
-    let (arch_sets, work_sets) = config::split_overrides(&c.sets)?;
+    // A sweep reads --set itself (its values may be lists).
+    let (arch_sets, work_sets) = match cli.command {
+        Command::Sweep { .. } => (Vec::new(), Vec::new()),
+        _ => config::split_overrides(&c.sets)?,
+    };
     let opts = TimingOptions {
         tcdm_contention: !c.no_tcdm_contention,
     };
@@ -286,16 +332,34 @@ fn real_main(cli: Cli) -> Result<u8, Failure> {
                     "--set workload.*: `layer` takes no workload; use its flags",
                 ));
             }
+            let auto = tokens == "auto";
             let q = LayerQuery {
                 in_features: *in_features,
                 out_features: *out_features,
                 rank: *rank,
-                tokens: *tokens,
+                tokens: if auto {
+                    8.min(*seq_len)
+                } else {
+                    parse_tokens(tokens)?
+                },
                 seq_len: *seq_len,
             };
-            let (r, traced) =
-                summary::layer_traced(&arch, &q, opts).map_err(|e| bad(e.to_string()))?;
-            write_trace(trace, &arch, &traced, "aimcsim layer")?;
+            let r = if auto {
+                let r = summary::layer_auto(&arch, &q, opts).map_err(|e| bad(e.to_string()))?;
+                let qt = LayerQuery {
+                    tokens: r.tokens,
+                    ..q
+                };
+                let (_, traced) =
+                    summary::layer_traced(&arch, &qt, opts).map_err(|e| bad(e.to_string()))?;
+                write_trace(trace, &arch, &traced, "aimcsim layer")?;
+                r
+            } else {
+                let (r, traced) =
+                    summary::layer_traced(&arch, &q, opts).map_err(|e| bad(e.to_string()))?;
+                write_trace(trace, &arch, &traced, "aimcsim layer")?;
+                r
+            };
             let text = match fmt {
                 Format::Json => report::to_json(&r),
                 Format::Csv => report::to_csv(std::slice::from_ref(&r)),
@@ -313,8 +377,9 @@ fn real_main(cli: Cli) -> Result<u8, Failure> {
             let mut arch = load_arch(c, &arch_sets)?;
             integration_time(&mut arch, it)?;
             let mut w = load_workload(c, &work_sets)?;
-            if let Some(t) = tokens {
-                w.tokens_per_group = *t;
+            let auto = tokens.as_deref() == Some("auto");
+            if let Some(t) = tokens.as_deref().filter(|t| *t != "auto") {
+                w.tokens_per_group = parse_tokens(t)?;
             }
             if let Some(r) = rank {
                 w.lora.rank = *r;
@@ -325,15 +390,109 @@ fn real_main(cli: Cli) -> Result<u8, Failure> {
                     .map_err(|e| bad(format!("--targets: {e}")))?;
             }
             w.validate().map_err(|e| bad(format!("workload: {e}")))?;
-            let (r, traced) =
-                summary::run_workload_traced(&arch, &w, opts).map_err(|e| bad(e.to_string()))?;
-            write_trace(trace, &arch, &traced, &format!("aimcsim run {}", w.name))?;
+            if auto {
+                w.tokens_per_group = w.tokens_per_group.min(w.seq_len);
+            }
+            let r = if auto {
+                let r =
+                    summary::run_workload_auto(&arch, &w, opts).map_err(|e| bad(e.to_string()))?;
+                w.tokens_per_group = r.tokens;
+                if trace.is_some() {
+                    let (_, traced) = summary::run_workload_traced(&arch, &w, opts)
+                        .map_err(|e| bad(e.to_string()))?;
+                    write_trace(trace, &arch, &traced, &format!("aimcsim run {}", w.name))?;
+                }
+                r
+            } else {
+                let (r, traced) = summary::run_workload_traced(&arch, &w, opts)
+                    .map_err(|e| bad(e.to_string()))?;
+                write_trace(trace, &arch, &traced, &format!("aimcsim run {}", w.name))?;
+                r
+            };
             let text = match fmt {
                 Format::Json => report::to_json(&r),
                 Format::Csv => report::to_csv(&r.layers),
                 Format::Table => run_table(&r),
             };
             emit(c, &text)?;
+        }
+        Command::Sweep {
+            in_features,
+            out_features,
+            seq_len,
+            integration_time: its,
+            tokens,
+            rank,
+            targets,
+            resume,
+        } => {
+            let arch = load_arch(c, &[])?;
+            let target = match (in_features, out_features) {
+                (Some(m), Some(n)) => SweepTarget::Layer {
+                    in_features: *m,
+                    out_features: *n,
+                    seq_len: *seq_len,
+                },
+                (None, None) => SweepTarget::Workload(load_workload(c, &[])?),
+                _ => return Err(bad("--in and --out go together (a layer sweep)")),
+            };
+            let mut integration_times = Vec::new();
+            for s in its {
+                let t = parse_time(s).map_err(|e| bad(format!("--integration-time: {e}")))?;
+                if t == Ps::ZERO {
+                    return Err(bad("--integration-time: must be greater than zero"));
+                }
+                integration_times.push(t);
+            }
+            let mut toks = Vec::new();
+            for s in tokens {
+                toks.push(if s == "auto" {
+                    Tokens::Auto
+                } else {
+                    Tokens::Fixed(parse_tokens(s)?)
+                });
+            }
+            let mut tgs = Vec::new();
+            for s in targets {
+                tgs.push(
+                    s.parse::<Targets>()
+                        .map_err(|e| bad(format!("--targets: {e}")))?,
+                );
+            }
+            let mut sets = Vec::new();
+            for s in &c.sets {
+                let (path, values) = s
+                    .split_once('=')
+                    .ok_or_else(|| bad(format!("--set {s}: expected FIELD=VALUE[,VALUE...]")))?;
+                sets.push((path.to_string(), sweep::split_values(values)));
+            }
+            let spec = SweepSpec {
+                target,
+                arch,
+                integration_times,
+                tokens: toks,
+                ranks: rank.clone(),
+                targets: tgs,
+                sets,
+                tcdm_contention: opts.tcdm_contention,
+            };
+            if *resume && c.output.is_none() {
+                return Err(bad("--resume needs -o FILE"));
+            }
+            let combos = spec.check().map_err(|e| bad(e.to_string()))?;
+            let out = sweep::Output {
+                path: c.output.clone(),
+                format: fmt,
+                resume: *resume,
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
+            let text = sweep::run(&spec, &combos, &out).map_err(|e| match e {
+                sweep::SweepError::Spec(m) => bad(m),
+                sweep::SweepError::Io(m) => Failure { code: 2, msg: m },
+            })?;
+            if let Some(text) = text {
+                emit(c, &text)?;
+            }
         }
         Command::Kernel(k) => {
             let arch = load_arch(c, &arch_sets)?;
@@ -459,10 +618,27 @@ fn layer_table(r: &LayerReport) -> String {
             ("overhead", format!("{:.3}", r.overhead)),
         ],
     );
+    if let Some(a) = &r.auto {
+        s.push_str(&auto_line(a, r.pmca_to_aimc));
+    }
     if !r.fits_tcdm {
         s.push_str("warning: the schedule does not fit the TCDM; timing shown as if it did\n");
     }
     s
+}
+
+fn auto_line(a: &summary::AutoTokens, ratio: f64) -> String {
+    let fit = match (a.best_fitting_tokens, a.best_fitting_total_ns) {
+        (Some(t), Some(ns)) if t != a.chosen_tokens => {
+            format!("; the best t that fits the TCDM is {t} ({ns:.1} ns)")
+        }
+        (Some(_), _) => "; it fits the TCDM".to_string(),
+        _ => "; no candidate fits the TCDM".to_string(),
+    };
+    format!(
+        "tokens auto: t = {} of {:?} (PMCA/AIMC {ratio:.3}){fit}\n",
+        a.chosen_tokens, a.candidates
+    )
 }
 
 fn run_table(r: &RunReport) -> String {
@@ -558,6 +734,9 @@ fn run_table(r: &RunReport) -> String {
         ]);
     }
     s.push_str(&t.render());
+    if let Some(a) = &r.auto {
+        s.push_str(&auto_line(a, f64::NAN).replace(" (PMCA/AIMC NaN)", ""));
+    }
     s.push_str("Snitch cores are kernel cost models (cycles per element), not instruction-level simulation.\n");
     s
 }

@@ -149,3 +149,24 @@ fn tcdm_occupancy_by_hand() {
     );
     assert_eq!(occ.series[0].last().unwrap().1, 4096);
 }
+
+/// `--tokens auto` picks the candidate with the lowest total latency.
+#[test]
+fn tokens_auto_picks_the_fastest_candidate() {
+    use aimcsim::timing::summary::layer_auto;
+    let a = arch_at(256);
+    let r = layer_auto(&a, &query(128, 128, 8), TimingOptions::default()).unwrap();
+    let auto = r.auto.clone().unwrap();
+    assert_eq!(auto.candidates, vec![1, 2, 4, 8, 16, 32, 64, 128, 256, 320]);
+    for &t in &auto.candidates {
+        let other = layer(&a, &query(128, 128, t), TimingOptions::default()).unwrap();
+        assert!(r.total_ns <= other.total_ns, "t = {t} is faster");
+    }
+    assert_eq!(auto.chosen_tokens, r.tokens);
+    let fit = auto.best_fitting_tokens.unwrap();
+    assert!(
+        layer(&a, &query(128, 128, fit), TimingOptions::default())
+            .unwrap()
+            .fits_tcdm
+    );
+}

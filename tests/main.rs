@@ -3,5 +3,6 @@
 mod cli;
 mod descriptions;
 mod layer;
+mod sweep;
 mod trace;
 mod workload;

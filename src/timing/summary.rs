@@ -58,6 +58,70 @@ pub struct LayerReport {
     pub overhead: f64,
     /// Cycles lost to TCDM bank conflicts over the whole run.
     pub tcdm_stall_cycles: u64,
+    /// With `--tokens auto`: how t was chosen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto: Option<AutoTokens>,
+}
+
+/// The outcome of `--tokens auto`: the t with the lowest total latency
+/// among the candidates, and the best one whose schedule fits the TCDM.
+#[derive(Debug, Clone, Serialize)]
+pub struct AutoTokens {
+    /// The candidates tried: powers of two up to L, and L.
+    pub candidates: Vec<u32>,
+    pub chosen_tokens: u32,
+    pub chosen_fits_tcdm: bool,
+    /// The fastest candidate that fits the TCDM, if any does.
+    pub best_fitting_tokens: Option<u32>,
+    pub best_fitting_total_ns: Option<f64>,
+}
+
+/// Candidate token group sizes for `--tokens auto`: 1, 2, 4, ... up to
+/// `max` (and `max` itself).
+pub fn auto_candidates(max: u32) -> Vec<u32> {
+    let mut v: Vec<u32> = std::iter::successors(Some(1u32), |t| t.checked_mul(2))
+        .take_while(|&t| t <= max)
+        .collect();
+    if v.last() != Some(&max) {
+        v.push(max);
+    }
+    v
+}
+
+/// `aimcsim layer --tokens auto`: every candidate t, the fastest chosen.
+pub fn layer_auto(
+    arch: &Architecture,
+    q: &LayerQuery,
+    opts: TimingOptions,
+) -> Result<LayerReport, QueryError> {
+    let candidates = auto_candidates(q.seq_len);
+    let mut runs = Vec::with_capacity(candidates.len());
+    for &t in &candidates {
+        let qt = LayerQuery {
+            tokens: t,
+            ..q.clone()
+        };
+        runs.push(layer(arch, &qt, opts)?);
+    }
+    // Lowest total latency; ties go to the smaller t (less TCDM).
+    let best = |rs: &mut dyn Iterator<Item = &LayerReport>| {
+        rs.min_by(|a, b| {
+            a.total_ns
+                .total_cmp(&b.total_ns)
+                .then(a.tokens.cmp(&b.tokens))
+        })
+        .cloned()
+    };
+    let mut chosen = best(&mut runs.iter()).expect("at least one candidate");
+    let fitting = best(&mut runs.iter().filter(|r| r.fits_tcdm));
+    chosen.auto = Some(AutoTokens {
+        candidates,
+        chosen_tokens: chosen.tokens,
+        chosen_fits_tcdm: chosen.fits_tcdm,
+        best_fitting_tokens: fitting.as_ref().map(|r| r.tokens),
+        best_fitting_total_ns: fitting.as_ref().map(|r| r.total_ns),
+    });
+    Ok(chosen)
 }
 
 /// Why a query cannot be answered.
@@ -196,6 +260,7 @@ pub fn layer_traced(
         baseline_ns: ns(base.makespan),
         overhead: tl.makespan.0 as f64 / base.makespan.0 as f64,
         tcdm_stall_cycles: tl.tcdm_stall_cycles.iter().sum(),
+        auto: None,
     };
     Ok((
         report,
@@ -285,6 +350,49 @@ pub struct RunReport {
     pub host_seconds: f64,
     pub events_per_host_second: f64,
     pub layers: Vec<LayerSpan>,
+    /// With `--tokens auto`: how t was chosen (one t for the whole model).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto: Option<AutoTokens>,
+}
+
+/// `aimcsim run --tokens auto`: one t for the whole workload, the fastest
+/// of the candidates 4, 8, ..., up to min(L, 128) (smaller groups multiply
+/// the jobs; larger ones exceed any TCDM of interest).
+pub fn run_workload_auto(
+    arch: &Architecture,
+    w: &Workload,
+    opts: TimingOptions,
+) -> Result<RunReport, QueryError> {
+    let candidates: Vec<u32> = auto_candidates(w.seq_len.min(128))
+        .into_iter()
+        .filter(|&t| t >= 4 || t == w.seq_len)
+        .collect();
+    let mut runs = Vec::with_capacity(candidates.len());
+    for &t in &candidates {
+        let mut wt = w.clone();
+        wt.tokens_per_group = t;
+        runs.push(run_workload(arch, &wt, opts)?);
+    }
+    let pick = |fit_only: bool| {
+        runs.iter()
+            .filter(|r| !fit_only || r.fits_tcdm)
+            .min_by(|a, b| {
+                a.total_ns
+                    .total_cmp(&b.total_ns)
+                    .then(a.tokens.cmp(&b.tokens))
+            })
+            .cloned()
+    };
+    let mut chosen = pick(false).expect("at least one candidate");
+    let fitting = pick(true);
+    chosen.auto = Some(AutoTokens {
+        candidates,
+        chosen_tokens: chosen.tokens,
+        chosen_fits_tcdm: chosen.fits_tcdm,
+        best_fitting_tokens: fitting.as_ref().map(|r| r.tokens),
+        best_fitting_total_ns: fitting.as_ref().map(|r| r.total_ns),
+    });
+    Ok(chosen)
 }
 
 fn layer_name(block: BlockKind, layer: Option<u32>) -> String {
@@ -466,6 +574,7 @@ pub fn run_workload_traced(
         events_per_host_second: (tl.stats.events + base.stats.events) as f64
             / (tl.stats.host_seconds + base.stats.host_seconds).max(1e-9),
         layers,
+        auto: None,
     };
     Ok((
         report,
