@@ -6,8 +6,10 @@
 //! ([`mapping`]) -> timing run ([`timing`], on the [`engine`] with the
 //! component models of [`hw`]) -> [`report`].
 
+pub mod adapter;
 pub mod config;
 pub mod engine;
+pub mod fit;
 pub mod functional;
 pub mod graph;
 pub mod hw;

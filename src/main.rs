@@ -134,6 +134,26 @@ enum Command {
         #[arg(long)]
         resume: bool,
     },
+    /// Does the adapter fit on-chip memory? Exit 0 when it does, 1 when not.
+    Fit {
+        /// PEFT adapter directories (adapter_config.json +
+        /// adapter_model.safetensors), one per task held at once; without
+        /// any, the workload's own LoRA description.
+        #[arg(long = "adapter", value_name = "DIR")]
+        adapters: Vec<PathBuf>,
+        /// LoRA rank (without --adapter).
+        #[arg(long)]
+        rank: Option<u32>,
+        /// LoRA placement (without --adapter): all, qkv, ffn, none, or names joined by '+'.
+        #[arg(long)]
+        targets: Option<String>,
+        /// Tokens per group t (default: the workload's), or auto.
+        #[arg(long)]
+        tokens: Option<String>,
+        /// Task adapters held at once (without --adapter; with it, one per DIR).
+        #[arg(long, default_value_t = 1)]
+        tasks: u32,
+    },
     /// One hardware unit in isolation, to hold the models against RTL.
     #[command(subcommand)]
     Kernel(KernelCmd),
@@ -264,6 +284,62 @@ fn emit(c: &Common, text: &str) -> Result<(), Failure> {
             c.output.as_deref().unwrap_or(Path::new("stdout")).display()
         ),
     })
+}
+
+fn fit_table(r: &aimcsim::fit::FitReport) -> String {
+    let mut t = Table::new(
+        format!(
+            "{}: LoRA step per projection at t = {} against the {}-byte TCDM",
+            r.workload, r.tokens, r.tcdm_capacity_bytes
+        ),
+        &[
+            "block",
+            "layers",
+            "projection",
+            "in",
+            "out",
+            "rank",
+            "TCDM bytes",
+            "schedule bytes",
+            "fits",
+            "largest t that fits",
+        ],
+    );
+    for p in &r.projections {
+        t.row(vec![
+            p.block.clone(),
+            p.layers.clone(),
+            p.projection.clone(),
+            p.in_features.to_string(),
+            p.out_features.to_string(),
+            p.rank.to_string(),
+            p.tcdm_bytes.to_string(),
+            p.tcdm_schedule_bytes.to_string(),
+            if p.fits_tcdm { "yes" } else { "NO" }.to_string(),
+            p.largest_fitting_tokens.to_string(),
+        ]);
+    }
+    let mut s = t.render();
+    s.push_str(&report::key_values(
+        "\nAdapters in the L2",
+        &[
+            (
+                "adapter parameters (one task)",
+                r.adapter_params.to_string(),
+            ),
+            (
+                "adapter bytes, FP16 (one task)",
+                r.adapter_bytes.to_string(),
+            ),
+            ("tasks held at once", r.tasks.to_string()),
+            ("all adapters (bytes)", r.adapters_bytes.to_string()),
+            ("K+V of one layer (bytes)", r.l2_kv_bytes.to_string()),
+            ("L2 capacity (bytes)", r.l2_capacity_bytes.to_string()),
+        ],
+    ));
+    s.push_str(&r.verdict);
+    s.push('\n');
+    s
 }
 
 fn parse_tokens(s: &str) -> Result<u32, Failure> {
@@ -493,6 +569,55 @@ fn real_main(cli: Cli) -> Result<u8, Failure> {
             if let Some(text) = text {
                 emit(c, &text)?;
             }
+        }
+        Command::Fit {
+            adapters,
+            rank,
+            targets,
+            tokens,
+            tasks,
+        } => {
+            let arch = load_arch(c, &arch_sets)?;
+            let mut w = load_workload(c, &work_sets)?;
+            if !adapters.is_empty() && (rank.is_some() || targets.is_some()) {
+                return Err(bad("--rank and --targets describe an adapter; with --adapter DIR the directory does"));
+            }
+            if *tasks == 0 {
+                return Err(bad("--tasks: must be at least 1"));
+            }
+            if let Some(r) = rank {
+                w.lora.rank = *r;
+            }
+            if let Some(t) = targets {
+                w.lora.targets = t
+                    .parse::<Targets>()
+                    .map_err(|e| bad(format!("--targets: {e}")))?;
+            }
+            let mut loaded = Vec::new();
+            for dir in adapters {
+                let a = aimcsim::adapter::load(dir).map_err(|e| bad(e.to_string()))?;
+                let m = aimcsim::adapter::match_workload(&a, &w).map_err(|e| bad(e.to_string()))?;
+                loaded.push((a, m));
+            }
+            if let Some(t) = tokens.as_deref().filter(|t| *t != "auto") {
+                w.tokens_per_group = parse_tokens(t)?;
+            }
+            w.validate().map_err(|e| bad(format!("workload: {e}")))?;
+            let t = if tokens.as_deref() == Some("auto") {
+                summary::run_workload_auto(&arch, &w, opts)
+                    .map_err(|e| bad(e.to_string()))?
+                    .tokens
+            } else {
+                w.tokens_per_group
+            };
+            let r = aimcsim::fit::fit(&arch, &w, &loaded, t, *tasks);
+            let text = match fmt {
+                Format::Json => report::to_json(&r),
+                Format::Csv => report::to_csv(&r.projections),
+                Format::Table => fit_table(&r),
+            };
+            emit(c, &text)?;
+            return Ok(if r.fits { 0 } else { 1 });
         }
         Command::Kernel(k) => {
             let arch = load_arch(c, &arch_sets)?;

@@ -1,5 +1,6 @@
 //! Integration tests, one module per topic.
 
+mod adapter;
 mod cli;
 mod descriptions;
 mod layer;
