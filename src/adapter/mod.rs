@@ -125,7 +125,8 @@ pub fn load(dir: &Path) -> Result<Adapter, AdapterError> {
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| err(&st_path, format!("not a safetensors file: {e}")))?;
     // module path -> (A shape, B shape)
-    let mut parts: BTreeMap<String, (Option<Vec<usize>>, Option<Vec<usize>>)> = BTreeMap::new();
+    type Shapes = (Option<Vec<usize>>, Option<Vec<usize>>);
+    let mut parts: BTreeMap<String, Shapes> = BTreeMap::new();
     for (name, info) in meta.tensors() {
         let (module, is_a) = if let Some(m) = name.strip_suffix(".lora_A.weight") {
             (m, true)
