@@ -154,6 +154,36 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         tasks: u32,
     },
+    /// Characterise one analog tile's error against drift time (functional
+    /// model of the architecture's `analog` section).
+    Device {
+        /// Rows (inputs) of the random weight matrix.
+        #[arg(long, default_value_t = 512)]
+        rows: usize,
+        /// Columns (outputs) of the random weight matrix.
+        #[arg(long, default_value_t = 512)]
+        cols: usize,
+        /// Standard deviation of the random weights.
+        #[arg(long, default_value_t = 0.02)]
+        weight_std: f64,
+        /// Tokens in the input batch.
+        #[arg(long, default_value_t = 320)]
+        tokens: usize,
+        /// Inference times after programming: 0s, 1h, 1d, 1w, 1mo (30 d), 1y (365 d), 10y, or seconds (3600s).
+        #[arg(long, default_value = "0s,1h,1d,1w,1mo,1y,10y")]
+        drift: String,
+        /// Independent programmings of the tile.
+        #[arg(long, default_value_t = 10)]
+        trials: usize,
+        /// Seed of all random draws.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+    /// Regenerate the reports folder: sweeps, fit table, plots, README.
+    Report,
     /// One hardware unit in isolation, to hold the models against RTL.
     #[command(subcommand)]
     Kernel(KernelCmd),
@@ -162,6 +192,19 @@ enum Command {
         /// Only this one.
         #[arg(value_parser = ["arch", "workload"])]
         which: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// One noisy analog MVM batch against a plain FP32 GEMM of the same shape.
+    Mvm {
+        #[arg(long, default_value_t = 320)]
+        tokens: usize,
+        #[arg(long, default_value_t = 512)]
+        rows: usize,
+        #[arg(long, default_value_t = 512)]
+        cols: usize,
     },
 }
 
@@ -618,6 +661,102 @@ fn real_main(cli: Cli) -> Result<u8, Failure> {
             };
             emit(c, &text)?;
             return Ok(if r.fits { 0 } else { 1 });
+        }
+        Command::Device {
+            rows,
+            cols,
+            weight_std,
+            tokens,
+            drift,
+            trials,
+            seed,
+        } => {
+            let arch = load_arch(c, &arch_sets)?;
+            let drift_s = aimcsim::functional::parse_drift_times(drift)
+                .map_err(|e| bad(format!("--drift: {e}")))?;
+            let study = aimcsim::functional::DeviceStudy {
+                rows: *rows,
+                cols: *cols,
+                weight_std: *weight_std,
+                tokens: *tokens,
+                drift_s,
+                trials: *trials,
+                seed: *seed,
+            };
+            let spec = aimcsim::functional::TileSpec::from(&arch.aimc);
+            let rows = aimcsim::functional::characterise(&study, spec, &arch.analog)
+                .map_err(|e| bad(e.to_string()))?;
+            let text = match fmt {
+                Format::Json => report::to_json(&rows),
+                Format::Csv => report::to_csv(&rows),
+                Format::Table => {
+                    let v = serde_json::to_value(&rows).expect("rows serialise");
+                    let list = v.as_array().expect("a list");
+                    let keys: Vec<String> = list
+                        .first()
+                        .and_then(|r| r.as_object())
+                        .map(|o| o.keys().cloned().collect())
+                        .unwrap_or_default();
+                    let header: Vec<&str> = keys.iter().map(String::as_str).collect();
+                    let mut t = Table::new(
+                        format!(
+                            "One {}x{} tile, weights N(0, {}^2), {} tokens, {} trials, seed {}",
+                            study.rows,
+                            study.cols,
+                            study.weight_std,
+                            study.tokens,
+                            study.trials,
+                            study.seed
+                        ),
+                        &header,
+                    );
+                    for r in list {
+                        t.row(
+                            keys.iter()
+                                .map(|k| match &r[k] {
+                                    serde_json::Value::Number(n) if n.is_f64() => {
+                                        format!("{:.5}", n.as_f64().unwrap_or(f64::NAN))
+                                    }
+                                    serde_json::Value::String(s) => s.clone(),
+                                    other => other.to_string(),
+                                })
+                                .collect(),
+                        );
+                    }
+                    t.render()
+                }
+            };
+            emit(c, &text)?;
+        }
+        Command::Bench(BenchCmd::Mvm { tokens, rows, cols }) => {
+            let arch = load_arch(c, &arch_sets)?;
+            let r = aimcsim::functional::bench_mvm_with(*tokens, *rows, *cols, 15, 0, &arch.analog)
+                .map_err(|e| bad(e.to_string()))?;
+            let text = match fmt {
+                Format::Json => report::to_json(&r),
+                Format::Csv => report::to_csv(std::slice::from_ref(&r)),
+                Format::Table => report::key_values(
+                    &format!("Noisy analog MVM {tokens}x{rows}x{cols} against a plain FP32 GEMM (median of {})", r.reps),
+                    &[
+                        ("analog (ms)", format!("{:.3}", r.analog_ms)),
+                        ("gemm (ms)", format!("{:.3}", r.gemm_ms)),
+                        ("ratio", format!("{:.2}", r.ratio)),
+                    ],
+                ),
+            };
+            emit(c, &text)?;
+        }
+        Command::Report => {
+            let arch = load_arch(c, &arch_sets)?;
+            let w = load_workload(c, &work_sets)?;
+            let dir = c.output.clone().unwrap_or_else(|| PathBuf::from("reports"));
+            let files = report::study::generate(&dir, &arch, &w, opts).map_err(|e| Failure {
+                code: 2,
+                msg: e.to_string(),
+            })?;
+            for f in files {
+                println!("{}", f.display());
+            }
         }
         Command::Kernel(k) => {
             let arch = load_arch(c, &arch_sets)?;

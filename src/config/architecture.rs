@@ -3,6 +3,7 @@
 //! its unit; defaults are the reference study's system (REFERENCE.md §1,
 //! §3-§6) and assumptions are marked as such.
 
+use crate::functional::AnalogParams;
 use crate::hw::aimc::AimcParams;
 use crate::hw::dma::DmaParams;
 use crate::hw::redmule::RedMuleParams;
@@ -24,6 +25,9 @@ pub struct Architecture {
     pub link: LinkParams,
     pub l2: L2Params,
     pub schedule: Schedule,
+    /// The numerical model of the AIMC tiles for the functional mode: PCM
+    /// device noise and drift, DAC/ADC periphery, drift compensation.
+    pub analog: AnalogParams,
 }
 
 impl Default for Architecture {
@@ -36,6 +40,7 @@ impl Default for Architecture {
             link: LinkParams::default(),
             l2: L2Params::default(),
             schedule: Schedule::Study,
+            analog: AnalogParams::default(),
         }
     }
 }
@@ -192,6 +197,14 @@ impl Architecture {
         if self.l2.bytes_per_cycle == 0 {
             return Err("l2.bytes_per_cycle: must be at least 1".into());
         }
+        self.analog
+            .pcm
+            .validate()
+            .map_err(|e| format!("analog.pcm: {e}"))?;
+        self.analog
+            .periphery
+            .validate()
+            .map_err(|e| format!("analog.periphery: {e}"))?;
         if self.l2.size == Bytes(0) {
             return Err("l2.size: must be greater than zero".into());
         }

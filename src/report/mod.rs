@@ -2,6 +2,8 @@
 //! writing them to standard output or to a file (atomically: a file is
 //! either complete or absent).
 
+pub mod plot;
+pub mod study;
 pub mod trace;
 
 use serde::Serialize;

@@ -1,0 +1,227 @@
+//! `aimcsim report`: regenerates the repository's `reports/` folder in one
+//! command — the reference study's layer sweep (128x128 and 512x128), the
+//! full-model sweep, the fit table, the plots and a README that shows the
+//! figures and says how each was made.
+
+use super::plot::{self, LayerLatency, LayerPoint};
+use super::{emit, Format};
+use crate::config::{Architecture, Workload};
+use crate::fit;
+use crate::sweep::{self, Output, SweepSpec, SweepTarget, Tokens};
+use crate::timing::summary::run_workload;
+use crate::timing::TimingOptions;
+use crate::units::Ps;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Why a report could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("{0}")]
+    Io(String),
+    #[error("{0}")]
+    Sweep(#[from] sweep::SweepError),
+    #[error("{0}")]
+    Plot(String),
+    #[error("{0}")]
+    Run(String),
+}
+
+const INTEGRATION_NS: [u64; 3] = [128, 256, 512];
+const TOKENS: [u32; 5] = [8, 16, 32, 64, 128];
+const RANKS: [u32; 5] = [1, 2, 4, 8, 16];
+const LAYERS: [(u32, u32); 2] = [(128, 128), (512, 128)];
+
+fn io(p: &Path, e: std::io::Error) -> ReportError {
+    ReportError::Io(format!("{}: {e}", p.display()))
+}
+
+fn write(path: &Path, text: &str) -> Result<(), ReportError> {
+    emit(text, Some(path)).map_err(|e| io(path, e))
+}
+
+fn rows_of(spec: &SweepSpec) -> Result<BTreeMap<usize, Map<String, Value>>, ReportError> {
+    let combos = spec.check()?;
+    let out = Output {
+        path: None,
+        format: Format::Json,
+        resume: false,
+        progress: false,
+    };
+    let text = sweep::run(spec, &combos, &out)?.expect("no file: the rows come back");
+    let list: Vec<Map<String, Value>> =
+        serde_json::from_str(&text).map_err(|e| ReportError::Io(e.to_string()))?;
+    Ok(list
+        .into_iter()
+        .map(|r| (r["index"].as_u64().unwrap_or(0) as usize, r))
+        .collect())
+}
+
+fn f(r: &Map<String, Value>, k: &str) -> f64 {
+    r.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN)
+}
+
+fn u(r: &Map<String, Value>, k: &str) -> u64 {
+    r.get(k).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// Regenerates `dir`; returns the files written.
+pub fn generate(
+    dir: &Path,
+    arch: &Architecture,
+    workload: &Workload,
+    opts: TimingOptions,
+) -> Result<Vec<PathBuf>, ReportError> {
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let mut written = Vec::new();
+    let its: Vec<Ps> = INTEGRATION_NS.iter().map(|&n| Ps::from_ns(n)).collect();
+    let toks: Vec<Tokens> = TOKENS.iter().map(|&t| Tokens::Fixed(t)).collect();
+
+    // 1. The reference study's layer sweep.
+    let mut points = Vec::new();
+    let mut layer_csv = String::new();
+    for (m, n) in LAYERS {
+        let spec = SweepSpec {
+            target: SweepTarget::Layer {
+                in_features: m,
+                out_features: n,
+                seq_len: workload.seq_len,
+            },
+            arch: arch.clone(),
+            integration_times: its.clone(),
+            tokens: toks.clone(),
+            ranks: vec![],
+            targets: vec![],
+            sets: vec![],
+            tcdm_contention: opts.tcdm_contention,
+        };
+        let rows = rows_of(&spec)?;
+        let csv = sweep::render(&rows, Format::Csv);
+        // One CSV for both sizes: the header once.
+        if layer_csv.is_empty() {
+            layer_csv.push_str(&csv);
+        } else {
+            layer_csv.extend(csv.lines().skip(1).map(|l| format!("{l}\n")));
+        }
+        for r in rows.values() {
+            points.push(LayerPoint {
+                layer: format!("{m}x{n}"),
+                integration_time_ns: f(r, "integration_time_ns"),
+                tokens: u(r, "tokens") as u32,
+                aimc_ns: f(r, "aimc_ns"),
+                pmca_ns: f(r, "pmca_ns"),
+                tcdm_bytes: u(r, "tcdm_bytes"),
+                tcdm_schedule_bytes: u(r, "tcdm_schedule_bytes"),
+            });
+        }
+    }
+    let p = dir.join("layer_sweep.csv");
+    write(&p, &layer_csv)?;
+    written.push(p);
+    let plot_err = |e: plot::PlotError| ReportError::Plot(e.to_string());
+    written.extend(plot::latency_vs_tokens(&points, dir).map_err(plot_err)?);
+    written.extend(plot::tcdm_vs_tokens(&points, arch.pmca.tcdm.size.0, dir).map_err(plot_err)?);
+
+    // 2. The whole model: integration time x t x rank.
+    let spec = SweepSpec {
+        target: SweepTarget::Workload(workload.clone()),
+        arch: arch.clone(),
+        integration_times: its.clone(),
+        tokens: toks.clone(),
+        ranks: RANKS.to_vec(),
+        targets: vec![],
+        sets: vec![],
+        tcdm_contention: opts.tcdm_contention,
+    };
+    let rows = rows_of(&spec)?;
+    let p = dir.join("model_sweep.csv");
+    write(&p, &sweep::render(&rows, Format::Csv))?;
+    written.push(p);
+
+    // 3. Per-layer latency with and without LoRA at each integration time
+    // (the workload's t and rank).
+    let mut bars = Vec::new();
+    for it in &its {
+        let mut a = arch.clone();
+        a.aimc.integration_time = *it;
+        let r = run_workload(&a, workload, opts).map_err(|e| ReportError::Run(e.to_string()))?;
+        for l in &r.layers {
+            bars.push(LayerLatency {
+                integration_time_ns: it.as_ns_f64(),
+                layer: l.name.clone(),
+                with_lora_ns: l.latency_ns,
+                without_lora_ns: l.baseline_latency_ns,
+            });
+        }
+    }
+    written.extend(plot::layer_latency_bars(&bars, dir).map_err(plot_err)?);
+
+    // 4. The fit table.
+    let fr = fit::fit(arch, workload, &[], workload.tokens_per_group, 1);
+    let p = dir.join("fit.json");
+    write(&p, &super::to_json(&fr))?;
+    written.push(p);
+
+    // 5. The README that shows it all.
+    let p = dir.join("README.md");
+    write(&p, &readme(workload, &fr))?;
+    written.push(p);
+    Ok(written)
+}
+
+fn readme(w: &Workload, fr: &fit::FitReport) -> String {
+    format!(
+        r#"# Reports
+
+Generated by `aimcsim report -o reports/` (architecture
+`architectures/paper.ron`, workload `{name}`; TCDM contention modelled).
+Every file here is rewritten by that one command; nothing is edited by hand.
+The Snitch cores are kernel cost models, not instruction-level simulation.
+
+## One layer, as in the reference study
+
+`layer_sweep.csv`: the 128x128 and 512x128 (in x out) layers with a rank-8
+adapter, L = {l} tokens, at 128, 256 and 512 ns integration time and t = 8,
+16, 32, 64, 128 tokens per group (`aimcsim sweep --in 128 --out 128
+--integration-time 128ns,256ns,512ns --tokens 8,16,32,64,128`, and the same
+for 512x128).
+
+![AIMC and PMCA latency of one token group against t](latency_vs_tokens.png)
+
+`latency_vs_tokens.png` (and `.svg`): the AIMC tile's latency for one group
+of t tokens and the PMCA's (output transfer, handshake, `X A`, `(X A) B + Y`)
+for the same group; where PMCA is above AIMC, the LoRA step paces the
+pipeline.
+
+![TCDM bytes against t](tcdm_vs_tokens.png)
+
+`tcdm_vs_tokens.png`: the LoRA step's live FP16 data (X, X A, output, A, B)
+and the schedule's (with the next group's X and outputs double-buffered)
+against the 128 KiB TCDM.
+
+## The whole model
+
+`model_sweep.csv`: {name} at every integration time x t x rank (5 ranks: 1,
+2, 4, 8, 16; LoRA on all projections): total latency with and without LoRA,
+overhead, tiles, peak TCDM occupancy, utilisation, group-latency percentiles
+(`aimcsim sweep --integration-time 128ns,256ns,512ns --tokens
+8,16,32,64,128 --rank 1,2,4,8,16`).
+
+![Latency per layer with and without LoRA](layer_latency.png)
+
+`layer_latency.png`: each layer's span in the pipelined run, with and
+without LoRA, at t = {t} and rank {r}, per integration time
+(`aimcsim run --integration-time ...`).
+
+## Does the adapter fit?
+
+`fit.json` (`aimcsim fit`): {verdict}
+"#,
+        name = w.name,
+        l = w.seq_len,
+        t = w.tokens_per_group,
+        r = w.lora.rank,
+        verdict = fr.verdict,
+    )
+}
