@@ -88,6 +88,37 @@ pub fn auto_candidates(max: u32) -> Vec<u32> {
     v
 }
 
+/// The run with the lowest total latency (ties to the smaller t, which
+/// needs less TCDM), and the fastest that fits the TCDM. `key` gives a run's
+/// (total ns, t, fits).
+fn choose_tokens<R: Clone>(
+    runs: &[R],
+    candidates: Vec<u32>,
+    key: impl Fn(&R) -> (f64, u32, bool),
+) -> (R, AutoTokens) {
+    let best = |fit_only: bool| {
+        runs.iter()
+            .filter(|r| !fit_only || key(r).2)
+            .min_by(|a, b| {
+                let (ta, na, _) = key(a);
+                let (tb, nb, _) = key(b);
+                ta.total_cmp(&tb).then(na.cmp(&nb))
+            })
+            .cloned()
+    };
+    let chosen = best(false).expect("at least one candidate");
+    let fitting = best(true);
+    let (_, t, fits) = key(&chosen);
+    let auto = AutoTokens {
+        candidates,
+        chosen_tokens: t,
+        chosen_fits_tcdm: fits,
+        best_fitting_tokens: fitting.as_ref().map(|r| key(r).1),
+        best_fitting_total_ns: fitting.as_ref().map(|r| key(r).0),
+    };
+    (chosen, auto)
+}
+
 /// `aimcsim layer --tokens auto`: every candidate t, the fastest chosen.
 pub fn layer_auto(
     arch: &Architecture,
@@ -103,24 +134,9 @@ pub fn layer_auto(
         };
         runs.push(layer(arch, &qt, opts)?);
     }
-    // Lowest total latency; ties go to the smaller t (less TCDM).
-    let best = |rs: &mut dyn Iterator<Item = &LayerReport>| {
-        rs.min_by(|a, b| {
-            a.total_ns
-                .total_cmp(&b.total_ns)
-                .then(a.tokens.cmp(&b.tokens))
-        })
-        .cloned()
-    };
-    let mut chosen = best(&mut runs.iter()).expect("at least one candidate");
-    let fitting = best(&mut runs.iter().filter(|r| r.fits_tcdm));
-    chosen.auto = Some(AutoTokens {
-        candidates,
-        chosen_tokens: chosen.tokens,
-        chosen_fits_tcdm: chosen.fits_tcdm,
-        best_fitting_tokens: fitting.as_ref().map(|r| r.tokens),
-        best_fitting_total_ns: fitting.as_ref().map(|r| r.total_ns),
-    });
+    let (mut chosen, auto) =
+        choose_tokens(&runs, candidates, |r| (r.total_ns, r.tokens, r.fits_tcdm));
+    chosen.auto = Some(auto);
     Ok(chosen)
 }
 
@@ -373,25 +389,9 @@ pub fn run_workload_auto(
         wt.tokens_per_group = t;
         runs.push(run_workload(arch, &wt, opts)?);
     }
-    let pick = |fit_only: bool| {
-        runs.iter()
-            .filter(|r| !fit_only || r.fits_tcdm)
-            .min_by(|a, b| {
-                a.total_ns
-                    .total_cmp(&b.total_ns)
-                    .then(a.tokens.cmp(&b.tokens))
-            })
-            .cloned()
-    };
-    let mut chosen = pick(false).expect("at least one candidate");
-    let fitting = pick(true);
-    chosen.auto = Some(AutoTokens {
-        candidates,
-        chosen_tokens: chosen.tokens,
-        chosen_fits_tcdm: chosen.fits_tcdm,
-        best_fitting_tokens: fitting.as_ref().map(|r| r.tokens),
-        best_fitting_total_ns: fitting.as_ref().map(|r| r.total_ns),
-    });
+    let (mut chosen, auto) =
+        choose_tokens(&runs, candidates, |r| (r.total_ns, r.tokens, r.fits_tcdm));
+    chosen.auto = Some(auto);
     Ok(chosen)
 }
 
