@@ -50,9 +50,16 @@
 //! master presents a beat) and is the reference. [`Arbiter`] is the
 //! incremental form for the event-driven timing layer: while at most one
 //! stream presents beats it advances that stream analytically, whole
-//! phases at a time, and it steps cycle by cycle only while two or more
-//! streams compete. Both give identical results (tested on pseudo-random
-//! streams).
+//! phases at a time, and it goes cycle by cycle only while two or more
+//! streams compete. Even then it arbitrates in full only the cycles that
+//! need it: a cycle in which the requesters' beats use disjoint banks
+//! grants each what it would get alone, and for two single-port masters of
+//! different classes (the DMA and RedMule) the higher class always gets its
+//! beat, so their overlap is a tight loop over the two beat sequences. The
+//! banks of every beat are computed once per stream ([`PreparedStream`],
+//! which the timing layer reuses for jobs that repeat), and the round-robin
+//! pointers are written only when a master of the same class takes over.
+//! Both give identical results (tested on pseudo-random streams).
 
 use crate::hw::access::{Beat, Phase};
 use crate::units::Bytes;
@@ -293,8 +300,10 @@ pub struct PreparedStream {
     /// The geometry the banks were computed for.
     geo: Geometry,
     master: MasterSpec,
-    /// Every beat of every phase, in order.
-    beats: Vec<BeatInfo>,
+    /// The banks of every beat of every phase, in order.
+    masks: Vec<u128>,
+    /// The bank whose round-robin pointer orders each beat.
+    first_banks: Vec<u8>,
     phases: Vec<PhaseInfo>,
     /// `suffix[p]`: cycles phases `p..` take alone.
     suffix: Vec<u64>,
@@ -304,25 +313,24 @@ impl PreparedStream {
     fn new(geo: &Geometry, master: MasterSpec, phases: &[Phase]) -> Self {
         assert!(master.ports >= 1, "TCDM master {} has no port", master.id);
         let total = phases.iter().map(|ph| ph.beats.len()).sum();
-        let mut beats = Vec::with_capacity(total);
+        let mut masks = Vec::with_capacity(total);
+        let mut first_banks = Vec::with_capacity(total);
         let mut info = Vec::with_capacity(phases.len());
         for ph in phases {
-            let begin = beats.len();
+            let begin = masks.len();
             let mut banks = 0u128;
             for b in &ph.beats {
                 let mask = geo.mask(b, master.superbank);
                 banks |= mask;
-                beats.push(BeatInfo {
-                    mask,
-                    first_bank: geo.first_bank(b, master.superbank),
-                });
+                masks.push(mask);
+                first_banks.push(geo.first_bank(b, master.superbank));
             }
             info.push(PhaseInfo {
                 begin,
-                end: beats.len(),
+                end: masks.len(),
                 min_cycles: ph.min_cycles,
                 tail_cycles: ph.tail_cycles,
-                solo_grant: solo_grant_from(&master, &beats[begin..], 0),
+                solo_grant: solo_grant_from(&master, &masks[begin..], 0),
                 banks,
             });
         }
@@ -333,20 +341,11 @@ impl PreparedStream {
         PreparedStream {
             geo: *geo,
             master,
-            beats,
+            masks,
+            first_banks,
             phases: info,
             suffix,
         }
-    }
-
-    /// The master whose activity this is.
-    pub fn master(&self) -> MasterSpec {
-        self.master
-    }
-
-    /// Cycles the stream takes when no other master presents beats.
-    pub fn solo_cycles(&self) -> u64 {
-        self.suffix[0]
     }
 }
 
@@ -361,7 +360,8 @@ impl PreparedStream {
 ///
 /// While at most one stream presents beats, it is advanced analytically a
 /// phase at a time; only cycles in which two or more streams present beats
-/// are stepped one by one ([`Arbiter::contended_cycles`] counts them).
+/// are taken one by one ([`Arbiter::contended_cycles`] counts them; see the
+/// module documentation for how cheaply).
 #[derive(Debug, Clone)]
 pub struct Arbiter {
     sim: Sim,
@@ -369,6 +369,8 @@ pub struct Arbiter {
     /// The answer of `next_finish`, valid until a stream is added or
     /// returned.
     lookahead: Option<Lookahead>,
+    /// A discarded look-ahead state, whose buffers the next one reuses.
+    spare: Option<Sim>,
 }
 
 /// A cached `next_finish`.
@@ -389,6 +391,7 @@ impl Arbiter {
             sim: Sim::new(Geometry::new_checked(params)),
             next_id: 0,
             lookahead: None,
+            spare: None,
         }
     }
 
@@ -403,8 +406,9 @@ impl Arbiter {
         self.sim.streams.len()
     }
 
-    /// Cycles simulated one by one because two or more streams presented
-    /// beats (the rest was jumped over).
+    /// Cycles simulated in which two or more streams presented beats (the
+    /// rest was jumped over a phase at a time), including cycles a
+    /// look-ahead of [`Arbiter::next_finish`] simulated and adopted.
     pub fn contended_cycles(&self) -> u64 {
         self.sim.contended_cycles
     }
@@ -450,7 +454,7 @@ impl Arbiter {
             "TCDM stream prepared for another TCDM geometry"
         );
         self.bring_to(now_cycle);
-        self.lookahead = None;
+        self.drop_lookahead();
         assert!(
             start_cycle >= self.sim.now,
             "TCDM stream starts at cycle {start_cycle}, but cycles up to {} are already simulated",
@@ -472,7 +476,13 @@ impl Arbiter {
         let l = match self.sim.settled(&self.sim.scan()) {
             Some(result) => Lookahead { sim: None, result },
             None => {
-                let mut ahead = self.sim.clone();
+                let mut ahead = match self.spare.take() {
+                    Some(mut spare) => {
+                        spare.copy_from(&self.sim);
+                        spare
+                    }
+                    None => self.sim.clone(),
+                };
                 let result = ahead.first_finish();
                 Lookahead {
                     sim: Some(ahead),
@@ -509,7 +519,7 @@ impl Arbiter {
             }
         }
         if !out.is_empty() {
-            self.lookahead = None;
+            self.drop_lookahead();
         }
         out.sort_by_key(|(id, r)| (r.finish_cycle, *id));
         out
@@ -526,14 +536,22 @@ impl Arbiter {
             };
             if keep {
                 self.lookahead = Some(l);
-            } else if let Some(ahead) = l.sim {
+            } else if let Some(mut ahead) = l.sim {
                 if ahead.now > self.sim.now {
-                    self.sim = ahead;
+                    std::mem::swap(&mut self.sim, &mut ahead);
                 }
+                self.spare = Some(ahead);
             }
         }
         if cycle > self.sim.now {
             self.sim.run_until(cycle);
+        }
+    }
+
+    /// Forgets the look-ahead, keeping its state's buffers.
+    fn drop_lookahead(&mut self) {
+        if let Some(Lookahead { sim: Some(s), .. }) = self.lookahead.take() {
+            self.spare = Some(s);
         }
     }
 }
@@ -549,13 +567,16 @@ fn low_mask(n: u64) -> u128 {
     }
 }
 
-/// Derived geometry, all in bytes and counts.
+/// Derived geometry, all in bytes and counts (powers of two: divisions are
+/// shifts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Geometry {
-    bank_bytes: u64,
+    /// log2 of the bytes of a bank word.
+    bank_shift: u32,
     banks: u64,
     sb_banks: u64,
-    sb_bytes: u64,
+    /// log2 of the bytes of a superbank row.
+    sb_shift: u32,
     superbanks: u64,
 }
 
@@ -564,10 +585,10 @@ impl Geometry {
         let bank_bytes = p.bank_bytes();
         let sb_banks = p.dma_superbank_banks as u64;
         Geometry {
-            bank_bytes,
+            bank_shift: bank_bytes.trailing_zeros(),
             banks: p.banks as u64,
             sb_banks,
-            sb_bytes: bank_bytes * sb_banks,
+            sb_shift: (bank_bytes * sb_banks).trailing_zeros(),
             superbanks: p.banks as u64 / sb_banks,
         }
     }
@@ -583,64 +604,113 @@ impl Geometry {
     fn mask(&self, beat: &Beat, superbank: bool) -> u128 {
         let first = beat.addr;
         let last = first + (beat.bytes.max(1) as u64) - 1;
-        let (unit, count, width) = if superbank {
-            (self.sb_bytes, self.superbanks, self.sb_banks)
+        let (shift, count, width) = if superbank {
+            (self.sb_shift, self.superbanks, self.sb_banks)
         } else {
-            (self.bank_bytes, self.banks, 1)
+            (self.bank_shift, self.banks, 1)
         };
-        let (u0, u1) = (first / unit, last / unit);
+        let (u0, u1) = (first >> shift, last >> shift);
         let n = u1 - u0 + 1;
         if n >= count {
             return low_mask(self.banks);
         }
         // `n` units from unit `u0 % count`, wrapping around the `banks` bits
-        // (`count * width == banks`, so `shift < banks <= 128`).
+        // (`count * width == banks`, so `pos < banks <= 128`).
         let run = low_mask(n * width);
-        let shift = (u0 % count) * width;
-        let wrapped = if shift == 0 {
+        let pos = (u0 & (count - 1)) * width;
+        let wrapped = if pos == 0 {
             0
         } else {
-            run >> (self.banks - shift)
+            run >> (self.banks - pos)
         };
-        ((run << shift) & low_mask(self.banks)) | wrapped
+        ((run << pos) & low_mask(self.banks)) | wrapped
     }
 
     /// The bank whose round-robin pointer orders `beat` within its class.
-    fn first_bank(&self, beat: &Beat, superbank: bool) -> u32 {
+    fn first_bank(&self, beat: &Beat, superbank: bool) -> u8 {
+        // Below `banks <= 128`.
         if superbank {
-            ((beat.addr / self.sb_bytes % self.superbanks) * self.sb_banks) as u32
+            (((beat.addr >> self.sb_shift) & (self.superbanks - 1)) * self.sb_banks) as u8
         } else {
-            (beat.addr / self.bank_bytes % self.banks) as u32
+            ((beat.addr >> self.bank_shift) & (self.banks - 1)) as u8
         }
     }
 }
 
-/// Marks `id` as the last master of `class` granted on every bank of `mask`.
-fn apply_rr(rr: &mut [u32], banks: u64, class: PriorityClass, id: u32, mut mask: u128) {
-    let base = class as usize * banks as usize;
+/// Marks `id` as the last master of class `class` (index) granted on every
+/// bank of `mask`.
+fn apply_rr(rr: &mut [u32], banks: u64, class: usize, id: u32, mut mask: u128) {
+    let rr = &mut rr[class * banks as usize..][..banks as usize];
+    // A run of consecutive banks at a time.
     while mask != 0 {
-        rr[base + mask.trailing_zeros() as usize] = id.wrapping_add(1);
-        mask &= mask - 1;
+        let lo = mask.trailing_zeros();
+        let len = (mask >> lo).trailing_ones();
+        rr[lo as usize..(lo + len) as usize].fill(id.wrapping_add(1));
+        mask &= !(low_mask(len as u64) << lo);
     }
 }
 
-/// A beat as the arbiter sees it.
-#[derive(Debug, Clone, Copy)]
-struct BeatInfo {
-    /// The banks it occupies.
-    mask: u128,
-    /// The bank whose round-robin pointer orders it.
-    first_bank: u32,
+/// The round-robin pointers: per class and bank, the id after the last
+/// master of the class granted on the bank. Grants are recorded lazily: per
+/// class, the banks granted to the latest master since the pointers were
+/// last written (grants of one master in a row set the same value, so only
+/// a change of master needs the earlier ones written).
+#[derive(Debug, Clone)]
+struct RoundRobin {
+    banks: u64,
+    /// `[class * banks + bank]`, up to date but for `pending`.
+    ptr: Vec<u32>,
+    /// Per class: (master id, banks granted to it not yet written).
+    pending: [(u32, u128); CLASSES],
+}
+
+impl RoundRobin {
+    fn new(banks: u64) -> Self {
+        RoundRobin {
+            banks,
+            ptr: vec![0; CLASSES * banks as usize],
+            pending: [(0, 0); CLASSES],
+        }
+    }
+
+    /// Master `id` of `class` was granted every bank of `mask`.
+    fn grant(&mut self, class: PriorityClass, id: u32, mask: u128) {
+        let c = class as usize;
+        let p = &mut self.pending[c];
+        if p.0 != id {
+            if p.1 != 0 {
+                apply_rr(&mut self.ptr, self.banks, c, p.0, p.1);
+            }
+            *p = (id, 0);
+        }
+        p.1 |= mask;
+    }
+
+    /// Writes the pending grants.
+    fn flush(&mut self) {
+        for (c, p) in self.pending.iter_mut().enumerate() {
+            if p.1 != 0 {
+                apply_rr(&mut self.ptr, self.banks, c, p.0, p.1);
+                p.1 = 0;
+            }
+        }
+    }
+
+    /// The pointer of `class` on `bank`; `flush` first.
+    fn get(&self, class: PriorityClass, bank: u8) -> u32 {
+        debug_assert!(self.pending.iter().all(|p| p.1 == 0));
+        self.ptr[class as usize * self.banks as usize + bank as usize]
+    }
 }
 
 /// One cycle of a master alone, from beat `from`: how many beats it gets
 /// granted (in order, up to its ports, until one needs a bank an earlier
 /// one of the same cycle took) and the banks they use.
-fn solo_cycle(m: &MasterSpec, beats: &[BeatInfo], from: usize) -> (usize, u128) {
+fn solo_cycle(m: &MasterSpec, beats: &[u128], from: usize) -> (usize, u128) {
     let mut taken = 0u128;
     let mut g = 0;
     while g < m.ports as usize && from + g < beats.len() {
-        let mask = beats[from + g].mask;
+        let mask = beats[from + g];
         if taken & mask != 0 {
             break;
         }
@@ -651,7 +721,7 @@ fn solo_cycle(m: &MasterSpec, beats: &[BeatInfo], from: usize) -> (usize, u128) 
 }
 
 /// Cycles a master alone needs to get beats `from..` granted.
-fn solo_grant_from(m: &MasterSpec, beats: &[BeatInfo], from: usize) -> u64 {
+fn solo_grant_from(m: &MasterSpec, beats: &[u128], from: usize) -> u64 {
     if m.ports == 1 {
         // One beat per cycle and nobody to conflict with.
         return (beats.len() - from) as u64;
@@ -666,7 +736,7 @@ fn solo_grant_from(m: &MasterSpec, beats: &[BeatInfo], from: usize) -> u64 {
 
 #[derive(Debug, Clone, Copy)]
 struct PhaseInfo {
-    /// Its beats: `PreparedStream::beats[begin..end]`.
+    /// Its beats: `PreparedStream::masks[begin..end]`.
     begin: usize,
     end: usize,
     min_cycles: u64,
@@ -714,9 +784,16 @@ impl Cursor {
         c
     }
 
-    fn beats(&self) -> &[BeatInfo] {
+    /// The banks of the current phase's beats.
+    fn beats(&self) -> &[u128] {
         let ph = &self.data.phases[self.phase];
-        &self.data.beats[ph.begin..ph.end]
+        &self.data.masks[ph.begin..ph.end]
+    }
+
+    /// The round-robin banks of the current phase's beats.
+    fn first_banks(&self) -> &[u8] {
+        let ph = &self.data.phases[self.phase];
+        &self.data.first_banks[ph.begin..ph.end]
     }
 
     fn requesting(&self, t: u64) -> bool {
@@ -779,7 +856,7 @@ impl Cursor {
 /// Advances `c`, the only stream presenting beats during cycles
 /// `from..to`, to cycle `to` (or to its retirement): whole phases at once
 /// where they fit, beat by beat otherwise.
-fn solo_advance(banks: u64, rr: &mut [u32], c: &mut Cursor, from: u64, to: u64) {
+fn solo_advance(rr: &mut RoundRobin, c: &mut Cursor, from: u64, to: u64) {
     let data = Arc::clone(&c.data);
     let m = data.master;
     let mut t = from;
@@ -789,11 +866,11 @@ fn solo_advance(banks: u64, rr: &mut [u32], c: &mut Cursor, from: u64, to: u64) 
             break;
         }
         let info = data.phases[c.phase];
-        let beats = &data.beats[info.begin..info.end];
+        let beats = &data.masks[info.begin..info.end];
         if c.granted == 0 && t + info.solo_grant <= to {
             // Alone, the master wins every bank it asks for: the pointers
             // end on it for each bank the phase touches.
-            apply_rr(rr, banks, m.class, m.id, info.banks);
+            rr.grant(m.class, m.id, info.banks);
             c.granted = beats.len();
             t += info.solo_grant;
             c.complete_beats(t);
@@ -805,14 +882,14 @@ fn solo_advance(banks: u64, rr: &mut [u32], c: &mut Cursor, from: u64, to: u64) 
             let n = (to - t).min((beats.len() - c.granted) as u64) as usize;
             let mask = beats[c.granted..c.granted + n]
                 .iter()
-                .fold(0u128, |acc, b| acc | b.mask);
-            apply_rr(rr, banks, m.class, m.id, mask);
+                .fold(0u128, |acc, b| acc | b);
+            rr.grant(m.class, m.id, mask);
             c.granted += n;
             t += n as u64;
         } else {
             while t < to && c.granted < beats.len() {
                 let (g, mask) = solo_cycle(&m, beats, c.granted);
-                apply_rr(rr, banks, m.class, m.id, mask);
+                rr.grant(m.class, m.id, mask);
                 c.granted += g;
                 t += 1;
             }
@@ -860,8 +937,7 @@ struct Scan {
 struct Sim {
     geo: Geometry,
     now: u64,
-    /// Round-robin pointers, `[class * banks + bank]`.
-    rr: Vec<u32>,
+    rr: RoundRobin,
     /// The streams by ascending id.
     streams: Vec<(StreamId, Cursor)>,
     contended_cycles: u64,
@@ -877,13 +953,24 @@ impl Sim {
         Sim {
             geo,
             now: 0,
-            rr: vec![0; CLASSES * geo.banks as usize],
+            rr: RoundRobin::new(geo.banks),
             streams: Vec::new(),
             contended_cycles: 0,
             reqs: Vec::new(),
             who: Vec::new(),
             grants: Vec::new(),
         }
+    }
+
+    /// Makes this state a copy of `o`, reusing the buffers.
+    fn copy_from(&mut self, o: &Sim) {
+        self.geo = o.geo;
+        self.now = o.now;
+        self.rr.banks = o.rr.banks;
+        self.rr.ptr.clone_from(&o.rr.ptr);
+        self.rr.pending = o.rr.pending;
+        self.streams.clone_from(&o.streams);
+        self.contended_cycles = o.contended_cycles;
     }
 
     /// Adds a stream; ids must come in ascending order.
@@ -923,7 +1010,7 @@ impl Sim {
     /// whether one of them got the last beat of its phase granted.
     fn step(&mut self) -> bool {
         let t = self.now;
-        let banks = self.geo.banks as usize;
+        self.rr.flush();
         let mut reqs = std::mem::take(&mut self.reqs);
         let mut who = std::mem::take(&mut self.who);
         for (i, (sid, c)) in self.streams.iter().enumerate() {
@@ -932,11 +1019,12 @@ impl Sim {
             }
             let m = c.data.master;
             let beats = &c.beats()[c.granted..];
+            let firsts = &c.first_banks()[c.granted..];
             let window = (m.ports as usize).min(beats.len());
             let idx = who.len();
             who.push((i, 0));
-            for (j, b) in beats[..window].iter().enumerate() {
-                let ptr = self.rr[m.class as usize * banks + b.first_bank as usize];
+            for (j, (&mask, &first)) in beats.iter().zip(firsts).take(window).enumerate() {
+                let ptr = self.rr.get(m.class, first);
                 reqs.push(Req {
                     class: m.class,
                     slot: j as u32,
@@ -944,7 +1032,7 @@ impl Sim {
                     id: m.id,
                     sid: *sid,
                     idx,
-                    mask: b.mask,
+                    mask,
                 });
             }
         }
@@ -962,7 +1050,7 @@ impl Sim {
             }
             taken |= r.mask;
             *granted += 1;
-            apply_rr(&mut self.rr, self.geo.banks, r.class, r.id, r.mask);
+            self.rr.grant(r.class, r.id, r.mask);
         }
         let mut completed = false;
         for &(i, g) in &who {
@@ -984,74 +1072,174 @@ impl Sim {
     /// Simulates cycles from `now` while two or more streams present beats:
     /// up to `limit` (after at least one cycle) or until one of them gets
     /// the last beat of its phase granted. The caller guarantees that no
-    /// other stream starts presenting before `limit`. A cycle in which the
-    /// beats each requester would get alone use disjoint banks needs no
-    /// arbitration: every requester gets exactly those (whatever the order,
-    /// none of them is blocked, and a beat past its master's own grant is
-    /// blocked by the master's own earlier beat or its window), as `step`
-    /// would find; the other cycles go through `step`.
+    /// other stream starts presenting before `limit`.
     fn contended_to(&mut self, limit: u64) {
-        let mut who = std::mem::take(&mut self.who);
-        let mut grants = std::mem::take(&mut self.grants);
         loop {
-            let t = self.now;
-            let mut taken = 0u128;
-            let mut disjoint = true;
-            for (i, (_, c)) in self.streams.iter().enumerate() {
-                if !c.requesting(t) {
-                    continue;
-                }
-                let (g, mask) = solo_cycle(&c.data.master, c.beats(), c.granted);
-                if taken & mask != 0 {
-                    disjoint = false;
-                    break;
-                }
-                taken |= mask;
-                grants.push((i, g, mask));
-            }
-            let completed = if disjoint {
-                debug_assert!(grants.len() >= 2);
-                self.contended_cycles += 1;
-                let mut completed = false;
-                for &(i, g, mask) in &grants {
-                    let c = &mut self.streams[i].1;
-                    let m = c.data.master;
-                    apply_rr(&mut self.rr, self.geo.banks, m.class, m.id, mask);
-                    c.granted += g;
-                    if c.granted == c.beats().len() {
-                        c.complete_beats(t + 1);
-                        completed = true;
-                    }
-                }
-                self.now = t + 1;
-                completed
-            } else {
-                // `step` uses the scratch buffers: hand them back.
-                self.who = std::mem::take(&mut who);
-                let completed = self.step();
-                who = std::mem::take(&mut self.who);
-                completed
+            let completed = match self.single_port_pair() {
+                Some((p, q)) => self.pair_cycles(p, q, limit),
+                None => self.contended_cycle(),
             };
-            grants.clear();
             if completed || self.now >= limit {
                 break;
             }
         }
-        self.who = who;
+    }
+
+    /// The positions of the requesters when exactly two streams present
+    /// beats and both masters have a single port.
+    fn single_port_pair(&self) -> Option<(usize, usize)> {
+        let t = self.now;
+        let mut found = [0usize; 2];
+        let mut k = 0;
+        for (i, (_, c)) in self.streams.iter().enumerate() {
+            if c.requesting(t) {
+                if k == 2 || c.data.master.ports != 1 {
+                    return None;
+                }
+                found[k] = i;
+                k += 1;
+            }
+        }
+        (k == 2).then_some((found[0], found[1]))
+    }
+
+    /// Cycles from `now`, up to `limit`, with the single-port masters at
+    /// positions `p` and `q` the only requesters. Stops at `limit`, when a
+    /// phase's beats are all granted (returns whether one was), or, for
+    /// masters of one class, after the first cycle with a conflict.
+    fn pair_cycles(&mut self, p: usize, q: usize, limit: u64) -> bool {
+        let t0 = self.now;
+        let (a, b) = (&self.streams[p].1, &self.streams[q].1);
+        let (ma, mb) = (a.data.master, b.data.master);
+        let (ba, bb) = (&a.beats()[a.granted..], &b.beats()[b.granted..]);
+        let union = |beats: &[u128]| beats.iter().fold(0u128, |acc, x| acc | x);
+        let (run_a, run_b, cycles) = if ma.class != mb.class {
+            // The higher class is served first and, with one port, is never
+            // refused: it gets a beat every cycle, as alone. The other gets
+            // its beat whenever it needs none of the same banks. The
+            // pointers are per class, so each ends on its master for the
+            // banks it was granted, whatever the order.
+            let hi_a = ma.class < mb.class;
+            let (hi, lo) = if hi_a { (ba, bb) } else { (bb, ba) };
+            let hi = &hi[..(limit - t0).min(hi.len() as u64) as usize];
+            let (mut i, mut g) = (0, 0);
+            while i < hi.len() && g < lo.len() {
+                // Both advance until the first conflict, a cycle in which
+                // only the higher class does.
+                let k = (hi.len() - i).min(lo.len() - g);
+                let run = lo[g..g + k]
+                    .iter()
+                    .zip(&hi[i..i + k])
+                    .position(|(x, y)| x & y != 0)
+                    .unwrap_or(k);
+                g += run;
+                i += run;
+                if run < k {
+                    i += 1;
+                }
+            }
+            let (m_hi, m_lo) = if hi_a { (ma, mb) } else { (mb, ma) };
+            self.rr.grant(m_hi.class, m_hi.id, union(&hi[..i]));
+            self.rr.grant(m_lo.class, m_lo.id, union(&lo[..g]));
+            if hi_a {
+                (i, g, i)
+            } else {
+                (g, i, i)
+            }
+        } else {
+            // One class: while the beats use disjoint banks both are
+            // granted a beat each cycle (as alone, and as `step` would
+            // find); the first cycle with a conflict goes through `step`.
+            let n = (limit - t0).min(ba.len().min(bb.len()) as u64) as usize;
+            let run = ba[..n]
+                .iter()
+                .zip(&bb[..n])
+                .position(|(x, y)| x & y != 0)
+                .unwrap_or(n);
+            if run == 0 {
+                return self.step();
+            }
+            let (ua, ub) = (union(&ba[..run]), union(&bb[..run]));
+            if ua & ub == 0 {
+                // Each pointer a master moves ends on it, whatever the order.
+                self.rr.grant(ma.class, ma.id, ua);
+                self.rr.grant(mb.class, mb.id, ub);
+            } else {
+                // Both move pointers of some bank: in cycle order.
+                for (x, y) in ba[..run].iter().zip(&bb[..run]) {
+                    self.rr.grant(ma.class, ma.id, *x);
+                    self.rr.grant(mb.class, mb.id, *y);
+                }
+            }
+            (run, run, run)
+        };
+        self.contended_cycles += cycles as u64;
+        self.now = t0 + cycles as u64;
+        let mut completed = false;
+        for (i, g) in [(p, run_a), (q, run_b)] {
+            let c = &mut self.streams[i].1;
+            c.granted += g;
+            if c.granted == c.beats().len() {
+                c.complete_beats(self.now);
+                completed = true;
+            }
+        }
+        completed
+    }
+
+    /// One cycle of two or more streams presenting beats. When the beats
+    /// each requester would get alone use disjoint banks it needs no
+    /// arbitration: every requester gets exactly those (whatever the order,
+    /// none of them is blocked, and a beat past its master's own grant is
+    /// blocked by the master's own earlier beat or its window), as `step`
+    /// would find; otherwise `step` arbitrates. Returns whether a phase's
+    /// beats were all granted.
+    fn contended_cycle(&mut self) -> bool {
+        let t = self.now;
+        let mut grants = std::mem::take(&mut self.grants);
+        let mut taken = 0u128;
+        let mut disjoint = true;
+        for (i, (_, c)) in self.streams.iter().enumerate() {
+            if !c.requesting(t) {
+                continue;
+            }
+            let (g, mask) = solo_cycle(&c.data.master, c.beats(), c.granted);
+            if taken & mask != 0 {
+                disjoint = false;
+                break;
+            }
+            taken |= mask;
+            grants.push((i, g, mask));
+        }
+        let completed = if disjoint {
+            debug_assert!(grants.len() >= 2);
+            self.contended_cycles += 1;
+            let mut completed = false;
+            for &(i, g, mask) in &grants {
+                let c = &mut self.streams[i].1;
+                let m = c.data.master;
+                self.rr.grant(m.class, m.id, mask);
+                c.granted += g;
+                if c.granted == c.beats().len() {
+                    c.complete_beats(t + 1);
+                    completed = true;
+                }
+            }
+            self.now = t + 1;
+            completed
+        } else {
+            self.step()
+        };
+        grants.clear();
         self.grants = grants;
+        completed
     }
 
     /// Advances the lone requester at position `i` from `now` to `to` and
     /// sets `now`.
     fn solo_to(&mut self, i: usize, to: u64) {
         let from = self.now;
-        solo_advance(
-            self.geo.banks,
-            &mut self.rr,
-            &mut self.streams[i].1,
-            from,
-            to,
-        );
+        solo_advance(&mut self.rr, &mut self.streams[i].1, from, to);
         self.now = to;
     }
 
@@ -1533,7 +1721,14 @@ mod tests {
                     } else {
                         s
                     };
-                    let id = a.add_stream(now.min(s), streams[i].clone());
+                    // Half of them prepared first.
+                    let id = if i % 2 == 0 {
+                        a.add_stream(now.min(s), streams[i].clone())
+                    } else {
+                        let st = &streams[i];
+                        let prepared = a.prepare(st.master, &st.phases);
+                        a.add_prepared(now.min(s), s, prepared)
+                    };
                     idx.insert(id, i);
                 }
                 _ => unreachable!(),
@@ -1579,6 +1774,169 @@ mod tests {
                 let alone = simulate(&p, std::slice::from_ref(s))[0];
                 assert_eq!(alone.stall_cycles, 0);
                 assert!(t.finish_cycle >= alone.finish_cycle);
+            }
+        }
+    }
+
+    /// The banks of a beat by the definition: unit by unit.
+    fn mask_by_units(geo: &Geometry, beat: &Beat, superbank: bool) -> u128 {
+        let first = beat.addr;
+        let last = first + (beat.bytes.max(1) as u64) - 1;
+        let bank_bytes = 1u64 << geo.bank_shift;
+        let (unit, count, width) = if superbank {
+            (bank_bytes * geo.sb_banks, geo.superbanks, geo.sb_banks)
+        } else {
+            (bank_bytes, geo.banks, 1)
+        };
+        let (u0, u1) = (first / unit, last / unit);
+        if u1 - u0 + 1 >= count {
+            return low_mask(geo.banks);
+        }
+        let mut m = 0u128;
+        for u in u0..=u1 {
+            m |= low_mask(width) << ((u % count) * width);
+        }
+        m
+    }
+
+    #[test]
+    fn bank_masks_match_the_unit_by_unit_definition() {
+        let mut r = Lcg(7);
+        for (banks, width, sb) in [
+            (32, 64, 8),
+            (128, 64, 8),
+            (128, 8, 128),
+            (16, 32, 4),
+            (1, 8, 1),
+            (64, 128, 2),
+        ] {
+            let p = TcdmParams {
+                size: Bytes(banks as u64 * width as u64 / 8 * 16),
+                banks,
+                bank_width_bits: width,
+                dma_superbank_banks: sb,
+            };
+            p.validate().unwrap();
+            let geo = Geometry::new(&p);
+            for _ in 0..2000 {
+                let b = beat(r.below(1 << 16), r.below(3000) as u32);
+                for superbank in [false, true] {
+                    assert_eq!(
+                        geo.mask(&b, superbank),
+                        mask_by_units(&geo, &b, superbank),
+                        "{p:?} {b:?} superbank {superbank}"
+                    );
+                    let first = geo.first_bank(&b, superbank) as u64;
+                    assert!(first < banks as u64);
+                    assert_ne!(geo.mask(&b, superbank) & (1u128 << first), 0);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_prepared_stream_can_be_added_many_times() {
+        let p = TcdmParams::default();
+        let mut r = Lcg(99);
+        for case in 0..100 {
+            let base = random_streams(&mut r);
+            // Each stream twice: the copy later, or overlapping itself.
+            let mut streams = base.clone();
+            streams.extend(base.iter().map(|s| Stream {
+                start_cycle: s.start_cycle + r.below(30),
+                ..s.clone()
+            }));
+            let reference = simulate(&p, &streams);
+            let mut a = Arbiter::new(&p);
+            let prepared: Vec<_> = base
+                .iter()
+                .map(|s| a.prepare(s.master, &s.phases))
+                .collect();
+            let ids: Vec<StreamId> = streams
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let pr = Arc::clone(&prepared[i % base.len()]);
+                    a.add_prepared(0, s.start_cycle, pr)
+                })
+                .collect();
+            let mut got = BTreeMap::new();
+            while let Some((f, _)) = a.next_finish() {
+                got.extend(a.advance_to_results(f));
+            }
+            let got: Vec<StreamResult> = ids.iter().map(|id| got[id]).collect();
+            assert_eq!(got, reference, "case {case}");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "another TCDM geometry")]
+    fn a_stream_prepared_for_another_geometry_panics() {
+        let small = TcdmParams {
+            banks: 16,
+            ..TcdmParams::default()
+        };
+        let other = Arbiter::new(&small).prepare(MasterSpec::dma(), &[]);
+        Arbiter::new(&TcdmParams::default()).add_prepared(0, 0, other);
+    }
+
+    /// Two or three masters with long phases over a small region: long
+    /// stretches of contention, conflicting or not, between masters of
+    /// different classes or of one (the batched paths of the arbiter).
+    fn long_streams(r: &mut Lcg) -> Vec<Stream> {
+        let n = 2 + r.below(2);
+        let same_class = r.below(3) == 0;
+        (0..n)
+            .map(|i| {
+                let mut master = random_master(r, i as u32);
+                if same_class {
+                    master.class = PriorityClass::External;
+                }
+                if r.below(2) == 0 {
+                    master.ports = 1;
+                }
+                let width = [8u64, 32, 64][r.below(3) as usize];
+                let region = [256u64, 1024, 4096][r.below(3) as usize];
+                let phases = (0..1 + r.below(4))
+                    .map(|_| {
+                        let mut addr = r.below(region / width) * width;
+                        let stride = [width, width, 2 * width, 256][r.below(4) as usize];
+                        let beats = (0..r.below(120))
+                            .map(|_| {
+                                if r.below(8) == 0 {
+                                    addr = r.below(region);
+                                }
+                                let b = beat(addr % region, width as u32);
+                                addr += stride;
+                                b
+                            })
+                            .collect();
+                        phase(beats, r.below(150), r.below(5))
+                    })
+                    .collect();
+                stream(master, r.below(60), phases)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn arbiter_matches_cycle_by_cycle_simulation_on_long_contended_streams() {
+        let mut r = Lcg(0xbeef);
+        for case in 0..300 {
+            let p = if case % 3 == 2 {
+                TcdmParams {
+                    banks: 16,
+                    dma_superbank_banks: 4,
+                    ..TcdmParams::default()
+                }
+            } else {
+                TcdmParams::default()
+            };
+            let streams = long_streams(&mut r);
+            let reference = simulate(&p, &streams);
+            for mode in 0..3 {
+                let got = drive(&p, &streams, &mut r, mode);
+                assert_eq!(got, reference, "case {case}, mode {mode}: {streams:?}");
             }
         }
     }

@@ -25,6 +25,7 @@ use crate::mapping::Mapping;
 use crate::units::{Clock, Cycles, Ps};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 pub use tasks::{TaskGraph, TaskId};
 
@@ -384,7 +385,7 @@ struct Pair {
     /// The TCDM streams of the DMA and RedMule jobs seen so far, with their
     /// ideal cycles: jobs repeat (same shapes, same buffers) from one token
     /// group to the next.
-    prepared: HashMap<JobKey, (Arc<PreparedStream>, u64)>,
+    prepared: HashMap<JobKey, (Arc<PreparedStream>, u64), BuildHasherDefault<JobHasher>>,
 }
 
 /// What a DMA or RedMule job's TCDM stream depends on besides the pair's
@@ -441,6 +442,39 @@ impl JobKey {
     }
 }
 
+/// A fast hasher for [`JobKey`]s, a few integers (FxHash's mixing step).
+#[derive(Default)]
+struct JobHasher(u64);
+
+impl JobHasher {
+    fn add(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for JobHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.add(b as u64);
+        }
+    }
+    fn write_u8(&mut self, x: u8) {
+        self.add(x as u64);
+    }
+    fn write_u32(&mut self, x: u32) {
+        self.add(x as u64);
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.add(x);
+    }
+    fn write_usize(&mut self, x: usize) {
+        self.add(x as u64);
+    }
+}
+
 /// Distinct jobs a pair keeps prepared streams of; past it the cache starts
 /// over (a bound on memory, not on correctness).
 const PREPARED_CAP: usize = 4096;
@@ -457,7 +491,7 @@ impl Pair {
             in_tcdm: Vec::new(),
             generation: 0,
             tcdm_stall_cycles: 0,
-            prepared: HashMap::new(),
+            prepared: HashMap::default(),
         }
     }
 
