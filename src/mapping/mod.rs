@@ -151,6 +151,8 @@ pub struct Mapping {
 pub enum MappingError {
     #[error("the workload needs {needed} tile + PMCA pairs but the architecture has `pairs: {available}`")]
     TooFewPairs { needed: u32, available: u32 },
+    #[error("the workload needs {needed} tile + PMCA pairs; the timing run supports at most {max}")]
+    TooManyPairs { needed: u32, max: u32 },
 }
 
 impl Mapping {
@@ -295,6 +297,13 @@ impl Mapping {
                 };
                 placement[n.index()] = Some(p);
             }
+        }
+        // The timing run addresses pairs through 16-bit engine ports.
+        if next_pair > u16::MAX as u32 {
+            return Err(MappingError::TooManyPairs {
+                needed: next_pair,
+                max: u16::MAX as u32,
+            });
         }
         if let Some(avail) = arch.pairs {
             if next_pair > avail {
