@@ -387,9 +387,15 @@ impl Builder<'_> {
                         // The study's: once the group's tile outputs are in.
                         Schedule::Study if i == 0 => self.tg.dep(posts[0], down),
                         Schedule::Study => self.tg.dep(out_tasks[i * cb][g as usize], down),
+                        // While the tile integrates the same group: once X
+                        // is in and the previous group's LoRA is finished
+                        // (RedMule does not run ahead of the pipeline).
                         Schedule::Concurrent => {
                             let x = std::mem::take(&mut x_ready_at[i * cb]);
                             self.dep_all(&x, down);
+                            if g >= 1 {
+                                self.tg.dep(finish[0][(g - 1) as usize], down);
+                            }
                         }
                     }
                     downs.push((blk.pair, down));
