@@ -3,6 +3,7 @@
 mod adapter;
 mod cli;
 mod descriptions;
+mod functional;
 mod layer;
 mod sweep;
 mod trace;

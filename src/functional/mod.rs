@@ -14,6 +14,18 @@
 //! - [`bench`](mod@bench): the analog MVM against a plain FP32 GEMM.
 //! - [`rng`]: seeded, independent random streams; [`gemm`]: the FP32 GEMM.
 //!
+//! The executor (issue 3, part 2) runs the whole mapped graph on numbers:
+//!
+//! - [`weights`]: where the numbers come from ([`WeightSource`]: seeded
+//!   random weights now, a safetensors source later; [`LoraWeights`] from
+//!   PEFT adapters).
+//! - [`ops`]: the PMCA's operations in FP16 (or FP32) as the hardware
+//!   computes them.
+//! - [`executor`]: every node in graph order, static MVMs through one
+//!   [`AnalogTile`] per mapped tile block, beside the FP32 reference.
+//! - [`metrics`]: relative error, cosine similarity, SNR; trial statistics.
+//! - [`study`]: `aimcsim functional`'s report, accuracy next to latency.
+//!
 //! Determinism: every independent unit of work (a tile, a trial, one
 //! inference time) draws from its own stream derived from the user's seed,
 //! and the MVM itself is single-threaded, so results are bit-identical at
@@ -22,23 +34,40 @@
 
 pub mod bench;
 pub mod device;
+pub mod executor;
 pub mod gemm;
+pub mod metrics;
+pub mod ops;
 pub mod pcm;
 pub mod periphery;
 pub mod rng;
+pub mod study;
 pub mod tile;
+pub mod weights;
 
 pub use bench::{bench_mvm, bench_mvm_with, MvmBench};
 pub use device::{
     characterise, format_drift_time, parse_drift_time, parse_drift_times, DeviceRow, DeviceStudy,
     DriftTimeError,
 };
+pub use executor::{
+    graph_input, trial_seed, ExecConfig, ExecError, Executor, Stream, TrialMetrics,
+};
+pub use metrics::{compare, mean_std, MeanStd, MetricStats, Metrics};
+pub use ops::Precision;
 pub use pcm::{
     DriftFit, DriftedArray, PairDrift, PcmArray, PcmParams, ReadNoiseDraw, ReadNoiseFit,
     WeightNoise,
 };
 pub use periphery::{MvmInfo, Periphery, PeripheryParams};
+pub use study::{
+    functional_study, functional_study_with, FunctionalReport, FunctionalRow, LayerAccuracy,
+    StudyOptions,
+};
 pub use tile::{AnalogParams, AnalogTile, TileSpec};
+pub use weights::{
+    DenseWeights, LoraKey, LoraModule, LoraWeights, NormAffine, RandomWeights, WeightSource,
+};
 
 /// Why a functional computation could not run.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
