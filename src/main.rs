@@ -179,6 +179,23 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Accuracy of the workload under PCM noise and drift, with and without
+    /// LoRA, next to the latency, tiles and TCDM of the same mapping.
+    Functional {
+        /// A PEFT adapter directory for the "analog+lora" rows (without one,
+        /// those rows are left out).
+        #[arg(long = "adapter", value_name = "DIR")]
+        adapter: Option<PathBuf>,
+        /// Inference times after programming.
+        #[arg(long, default_value = "0s,1h,1d,1w,1mo,1y,10y")]
+        drift: String,
+        /// Independent programmings of the chip.
+        #[arg(long, default_value_t = 10)]
+        trials: usize,
+        /// Seed of weights, inputs and noise.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -327,6 +344,56 @@ fn emit(c: &Common, text: &str) -> Result<(), Failure> {
             c.output.as_deref().unwrap_or(Path::new("stdout")).display()
         ),
     })
+}
+
+fn functional_table(r: &aimcsim::functional::FunctionalReport) -> String {
+    let mut t = Table::new(
+        format!(
+            "{} on {}: {} trials, seed {}, {} weights, PMCA in {}{}",
+            r.workload,
+            r.architecture,
+            r.trials,
+            r.seed,
+            r.weights,
+            r.pmca_precision,
+            match &r.adapter {
+                Some(a) => format!(", adapter {a}"),
+                None => ", no adapter (no analog+lora rows)".to_string(),
+            }
+        ),
+        &[
+            "drift",
+            "variant",
+            "rel. error",
+            "cosine",
+            "SNR (dB)",
+            "last layer rel. error",
+        ],
+    );
+    for row in &r.rows {
+        let last = row
+            .layers
+            .iter()
+            .rev()
+            .find(|l| l.layer.starts_with("layer."))
+            .map(|l| format!("{:.4} ± {:.4}", l.rel_err_mean, l.rel_err_std))
+            .unwrap_or_default();
+        t.row(vec![
+            row.drift.clone(),
+            row.variant.clone(),
+            format!("{:.4} ± {:.4}", row.rel_err_mean, row.rel_err_std),
+            format!("{:.5}", row.cosine_mean),
+            format!("{:.1}", row.snr_db_mean),
+            last,
+        ]);
+    }
+    let mut s = t.render();
+    s.push_str(&format!(
+        "Same mapping: total latency {:.1} ns ({:.1} ns without LoRA), {} tiles, peak TCDM {} bytes.\n",
+        r.total_ns, r.baseline_ns, r.tiles, r.peak_tcdm_bytes
+    ));
+    s.push_str("Errors are against the digital FP32 reference on the same inputs; mean ± std over trials.\n");
+    s
 }
 
 fn fit_table(r: &aimcsim::fit::FitReport) -> String {
@@ -725,6 +792,38 @@ fn real_main(cli: Cli) -> Result<u8, Failure> {
                     }
                     t.render()
                 }
+            };
+            emit(c, &text)?;
+        }
+        Command::Functional {
+            adapter,
+            drift,
+            trials,
+            seed,
+        } => {
+            let arch = load_arch(c, &arch_sets)?;
+            let w = load_workload(c, &work_sets)?;
+            let drift_s = aimcsim::functional::parse_drift_times(drift)
+                .map_err(|e| bad(format!("--drift: {e}")))?;
+            if *trials == 0 {
+                return Err(bad("--trials: must be at least 1"));
+            }
+            let adapter = match adapter {
+                Some(dir) => {
+                    let a = aimcsim::adapter::load(dir).map_err(|e| bad(e.to_string()))?;
+                    let m =
+                        aimcsim::adapter::match_workload(&a, &w).map_err(|e| bad(e.to_string()))?;
+                    Some((a, m))
+                }
+                None => None,
+            };
+            let r =
+                aimcsim::functional::functional_study(&arch, &w, adapter, &drift_s, *trials, *seed)
+                    .map_err(|e| bad(e.to_string()))?;
+            let text = match fmt {
+                Format::Json => report::to_json(&r),
+                Format::Csv => report::to_csv(&r.rows),
+                Format::Table => functional_table(&r),
             };
             emit(c, &text)?;
         }

@@ -161,3 +161,46 @@ fn kernel_redmule_reproduces_an_rtl_point() {
     let c = v["cycles"].as_f64().unwrap();
     assert!((c - 596.0).abs() / 596.0 < 0.05, "{c}");
 }
+
+#[test]
+fn functional_rows_and_bad_drift() {
+    let o = aimcsim(&[
+        "--workload",
+        "workloads/tiny.ron",
+        "functional",
+        "--trials",
+        "2",
+        "--drift",
+        "0s,1d",
+        "--format",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    // No adapter: one `analog` row per drift time, no `analog+lora` rows.
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1]["drift_s"], 86400.0);
+    for f in [
+        "variant",
+        "rel_err_mean",
+        "rel_err_std",
+        "cosine_mean",
+        "snr_db_mean",
+        "total_ns",
+        "tiles",
+        "peak_tcdm_bytes",
+    ] {
+        assert!(rows[0].get(f).is_some(), "missing {f}");
+    }
+    assert_eq!(rows[0]["variant"], "analog");
+    let o = aimcsim(&[
+        "--workload",
+        "workloads/tiny.ron",
+        "functional",
+        "--drift",
+        "1fortnight",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--drift"), "{}", stderr(&o));
+}

@@ -151,7 +151,9 @@ pub struct Mapping {
 pub enum MappingError {
     #[error("the workload needs {needed} tile + PMCA pairs but the architecture has `pairs: {available}`")]
     TooFewPairs { needed: u32, available: u32 },
-    #[error("the workload needs {needed} tile + PMCA pairs; the timing run supports at most {max}")]
+    #[error(
+        "the workload needs {needed} tile + PMCA pairs; the timing run supports at most {max}"
+    )]
     TooManyPairs { needed: u32, max: u32 },
 }
 

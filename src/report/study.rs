@@ -3,7 +3,7 @@
 //! full-model sweep, the fit table, the plots and a README that shows the
 //! figures and says how each was made.
 
-use super::plot::{self, LayerLatency, LayerPoint};
+use super::plot::{self, AccuracyPoint, LayerLatency, LayerPoint};
 use super::{emit, Format};
 use crate::config::{Architecture, Workload};
 use crate::fit;
@@ -32,6 +32,18 @@ const INTEGRATION_NS: [u64; 3] = [128, 256, 512];
 const TOKENS: [u32; 5] = [8, 16, 32, 64, 128];
 const RANKS: [u32; 5] = [1, 2, 4, 8, 16];
 const LAYERS: [(u32, u32); 2] = [(128, 128), (512, 128)];
+/// The study's drift times (REFERENCE.md §7).
+const DRIFT: [(&str, f64); 7] = [
+    ("0s", 0.0),
+    ("1h", 3_600.0),
+    ("1d", 86_400.0),
+    ("1w", 604_800.0),
+    ("1mo", 2_592_000.0),
+    ("1y", 31_536_000.0),
+    ("10y", 315_360_000.0),
+];
+/// Programmings per drift time in the report's accuracy figure.
+const ACC_TRIALS: usize = 3;
 
 fn io(p: &Path, e: std::io::Error) -> ReportError {
     ReportError::Io(format!("{}: {e}", p.display()))
@@ -157,13 +169,47 @@ pub fn generate(
     }
     written.extend(plot::layer_latency_bars(&bars, dir).map_err(plot_err)?);
 
-    // 4. The fit table.
+    // 4. Accuracy against drift time (functional mode, random weights; with
+    // LoRA only when an adapter is given, so here the analog rows).
+    let drift: Vec<f64> = DRIFT.iter().map(|&(_, s)| s).collect();
+    let fr = crate::functional::functional_study(arch, workload, None, &drift, ACC_TRIALS, 0)
+        .map_err(|e| ReportError::Run(e.to_string()))?;
+    let p = dir.join("accuracy.json");
+    write(&p, &super::to_json(&fr))?;
+    written.push(p);
+    // The first, middle and last layer: a 2-wide task head's output is too
+    // small a projection to judge by (its error swings with the draw).
+    let mut acc = Vec::new();
+    for r in &fr.rows {
+        let layers: Vec<_> = r
+            .layers
+            .iter()
+            .filter(|l| l.layer.starts_with("layer."))
+            .collect();
+        let picks = [0, layers.len() / 2, layers.len().saturating_sub(1)];
+        for (k, &i) in picks.iter().enumerate() {
+            if layers.is_empty() || (k > 0 && i == picks[k - 1]) {
+                continue;
+            }
+            let l = layers[i];
+            acc.push(AccuracyPoint {
+                variant: format!("{}, output of {}", r.variant, l.layer),
+                drift_s: r.drift_s,
+                mean: l.cosine_mean,
+                std: l.cosine_std,
+                metric: "cosine similarity to the FP32 reference".into(),
+            });
+        }
+    }
+    written.extend(plot::accuracy_vs_drift(&acc, dir).map_err(plot_err)?);
+
+    // 5. The fit table.
     let fr = fit::fit(arch, workload, &[], workload.tokens_per_group, 1);
     let p = dir.join("fit.json");
     write(&p, &super::to_json(&fr))?;
     written.push(p);
 
-    // 5. The README that shows it all.
+    // 6. The README that shows it all.
     let p = dir.join("README.md");
     write(&p, &readme(workload, &fr))?;
     written.push(p);
@@ -213,6 +259,23 @@ overhead, tiles, peak TCDM occupancy, utilisation, group-latency percentiles
 `layer_latency.png`: each layer's span in the pipelined run, with and
 without LoRA, at t = {t} and rank {r}, per integration time
 (`aimcsim run --integration-time ...`).
+
+## Accuracy under drift
+
+`accuracy.json` (`aimcsim functional --trials 3`): the same mapped graph on
+numbers, random weights (N(0, 1/in)), PCM programming noise, drift, read
+noise, GDC and the 8-bit periphery, against the digital FP32 reference on
+the same inputs; 3 independent programmings per drift time. Without a
+trained adapter there are no "analog+lora" rows: they are left out, not
+faked.
+
+![Cosine similarity against drift time](accuracy_vs_drift.png)
+
+`accuracy_vs_drift.png`: cosine similarity to the reference of the first,
+middle and last layer's outputs, mean ± std over programmings. (The 2-wide
+QA head's output is in `accuracy.json` too; projected onto two values its
+error swings too much with the draw to plot.) With random weights the error
+grows with depth; trained weights and adapters are what the study measures.
 
 ## Does the adapter fit?
 
