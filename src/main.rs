@@ -579,22 +579,13 @@ fn real_main(cli: Cli) -> Result<u8, Failure> {
             if auto {
                 w.tokens_per_group = w.tokens_per_group.min(w.seq_len);
             }
-            let r = if auto {
-                let r =
-                    summary::run_workload_auto(&arch, &w, opts).map_err(|e| bad(e.to_string()))?;
-                w.tokens_per_group = r.tokens;
-                if trace.is_some() {
-                    let (_, traced) = summary::run_workload_traced(&arch, &w, opts)
-                        .map_err(|e| bad(e.to_string()))?;
-                    write_trace(trace, &arch, &traced, &format!("aimcsim run {}", w.name))?;
-                }
-                r
+            let (r, traced) = if auto {
+                summary::run_workload_auto_traced(&arch, &w, opts)
             } else {
-                let (r, traced) = summary::run_workload_traced(&arch, &w, opts)
-                    .map_err(|e| bad(e.to_string()))?;
-                write_trace(trace, &arch, &traced, &format!("aimcsim run {}", w.name))?;
-                r
-            };
+                summary::run_workload_traced(&arch, &w, opts)
+            }
+            .map_err(|e| bad(e.to_string()))?;
+            write_trace(trace, &arch, &traced, &format!("aimcsim run {}", w.name))?;
             let text = match fmt {
                 Format::Json => report::to_json(&r),
                 Format::Csv => report::to_csv(&r.layers),
@@ -713,14 +704,18 @@ fn real_main(cli: Cli) -> Result<u8, Failure> {
                 w.tokens_per_group = parse_tokens(t)?;
             }
             w.validate().map_err(|e| bad(format!("workload: {e}")))?;
-            let t = if tokens.as_deref() == Some("auto") {
+            let per: std::collections::HashMap<String, u32> = if tokens.as_deref() == Some("auto") {
                 summary::run_workload_auto(&arch, &w, opts)
                     .map_err(|e| bad(e.to_string()))?
-                    .tokens
+                    .tokens_per_projection
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|p| (p.projection, p.tokens))
+                    .collect()
             } else {
-                w.tokens_per_group
+                Default::default()
             };
-            let r = aimcsim::fit::fit(&arch, &w, &loaded, t, *tasks);
+            let r = aimcsim::fit::fit(&arch, &w, &loaded, w.tokens_per_group, *tasks, &per);
             let text = match fmt {
                 Format::Json => report::to_json(&r),
                 Format::Csv => report::to_csv(&r.projections),
@@ -1097,8 +1092,45 @@ fn run_table(r: &RunReport) -> String {
         ]);
     }
     s.push_str(&t.render());
+    if let Some(per) = &r.tokens_per_projection {
+        let mut t = Table::new(
+            "\nTokens auto: t per projection (the fastest for its layer over the sequence)",
+            &[
+                "block",
+                "projection",
+                "in",
+                "out",
+                "rank",
+                "t",
+                "fits TCDM",
+                "PMCA/AIMC",
+            ],
+        );
+        for p in per {
+            t.row(vec![
+                p.block.clone(),
+                p.projection.clone(),
+                p.in_features.to_string(),
+                p.out_features.to_string(),
+                p.rank.to_string(),
+                p.tokens.to_string(),
+                if p.fits_tcdm { "yes" } else { "NO" }.to_string(),
+                format!("{:.3}", p.pmca_to_aimc),
+            ]);
+        }
+        s.push_str(&t.render());
+    }
     if let Some(a) = &r.auto {
-        s.push_str(&auto_line(a, f64::NAN).replace(" (PMCA/AIMC NaN)", ""));
+        s.push_str(&format!(
+            "For comparison, the fastest single t for the whole model is {} ({:.1} ns){}.\n",
+            a.chosen_tokens,
+            a.chosen_total_ns,
+            if a.chosen_fits_tcdm {
+                ""
+            } else {
+                ", which does not fit the TCDM"
+            }
+        ));
     }
     s.push_str("Snitch cores are kernel cost models (cycles per element), not instruction-level simulation.\n");
     s

@@ -163,7 +163,14 @@ fn fit_with_adapters_and_exit_codes() {
     let w = tiny();
     let a = adapter::load(dir.path()).unwrap();
     let m = adapter::match_workload(&a, &w).unwrap();
-    let r = fit(&Architecture::default(), &w, &[(a, m)], 4, 1);
+    let r = fit(
+        &Architecture::default(),
+        &w,
+        &[(a, m)],
+        4,
+        1,
+        &Default::default(),
+    );
     assert!(r.fits);
     assert_eq!(r.adapter_params, 3 * 512 + 384 + 264);
     assert_eq!(r.projections.len(), 5);

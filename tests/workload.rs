@@ -62,3 +62,65 @@ fn a_split_layer_uses_several_tiles() {
     assert_eq!(r.tiles, 4);
     assert!(r.total_ns > r.baseline_ns);
 }
+
+/// Per-projection token groups: a chain A (t = 4) -> B (t = 8) over 16
+/// tokens. B's group 0 covers tokens 0..8, so its tile waits for A's groups
+/// 0 and 1 (tokens 0..4 and 4..8), not for group 2.
+#[test]
+fn projections_with_their_own_token_groups() {
+    use aimcsim::timing::Step;
+    let mut w = tiny();
+    w.seq_len = 16;
+    w.tokens_per_group = 4;
+    w.input_width = 64;
+    w.layer = vec![
+        config::Op::Linear {
+            name: "a".into(),
+            from: "input".into(),
+            in_features: 64,
+            out_features: 64,
+        },
+        config::Op::Linear {
+            name: "b".into(),
+            from: "a".into(),
+            in_features: 64,
+            out_features: 64,
+        },
+    ];
+    w.num_layers = 1;
+    w.head.clear();
+    let a = Architecture::default();
+    let g = Graph::build(&w);
+    let mut m = Mapping::new(&g, &a, 4).unwrap();
+    m.set_projection_tokens(&g, |n| (g.g[n].op_name == "b").then_some(8));
+    let tl = timing::run(&g, &m, &a, TimingOptions::default());
+    let find = |op: &str, step: Step, group: u32| {
+        let i = tl
+            .tasks
+            .tasks
+            .iter()
+            .position(|t| g.g[t.node].op_name == op && t.step == step && t.group == group)
+            .unwrap();
+        (tl.tasks.tasks[i].tokens, tl.intervals[i])
+    };
+    // B has 2 groups of 8 tokens, A 4 groups of 4.
+    assert_eq!(find("b", Step::Tile, 0).0, (0, 8));
+    assert_eq!(find("b", Step::Tile, 1).0, (8, 16));
+    assert_eq!(find("a", Step::Tile, 3).0, (12, 16));
+    let b0 = find("b", Step::Tile, 0).1.start;
+    assert!(b0 >= find("a", Step::LoraUp, 1).1.end);
+    assert!(b0 < find("a", Step::LoraUp, 2).1.end);
+    // The same t everywhere gives the uniform run's timeline.
+    let mut same = Mapping::new(&g, &a, 4).unwrap();
+    same.set_projection_tokens(&g, |_| Some(4));
+    let uniform = timing::run(
+        &g,
+        &Mapping::new(&g, &a, 4).unwrap(),
+        &a,
+        TimingOptions::default(),
+    );
+    assert_eq!(
+        timing::run(&g, &same, &a, TimingOptions::default()).intervals,
+        uniform.intervals
+    );
+}

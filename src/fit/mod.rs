@@ -139,13 +139,16 @@ fn ranks(
     out
 }
 
-/// Checks the adapters (or the workload's LoRA) against on-chip memory.
+/// Checks the adapters (or the workload's LoRA) against on-chip memory at
+/// `tokens` per group, or the t `per_projection` gives a projection (by
+/// name; `--tokens auto`).
 pub fn fit(
     arch: &Architecture,
     w: &Workload,
     adapters: &[(Adapter, Vec<Matched>)],
     tokens: u32,
     tasks: u32,
+    per_projection: &std::collections::HashMap<String, u32>,
 ) -> FitReport {
     let cap = arch.pmca.tcdm.size.0;
     let ranks = ranks(w, adapters);
@@ -179,6 +182,7 @@ pub fn fit(
         params_one += count * *r as u64 * (m as u64 + n as u64);
         let rows = m.min(arch.aimc.rows) as u64;
         let cols = n.min(arch.aimc.cols) as u64;
+        let tokens = per_projection.get(op).copied().unwrap_or(tokens);
         let plan = LoraPlan::new(tokens as u64, rows, *r as u64, cols, 64);
         let sched = plan.schedule_bytes().0;
         projections.push(FitRow {
@@ -245,13 +249,13 @@ pub fn fit(
         .map(|p| {
             format!(
                 "{} ({} B at t = {}; largest t that fits: {})",
-                p.projection, p.tcdm_schedule_bytes, tokens, p.largest_fitting_tokens
+                p.projection, p.tcdm_schedule_bytes, p.tokens, p.largest_fitting_tokens
             )
         })
         .collect();
     let verdict = if fits {
         format!(
-            "FITS: every adapted projection's LoRA step fits the {cap}-byte TCDM at t = {tokens}, and {tasks} adapter(s) of {adapter_bytes} bytes fit the L2 beside K/V ({} of {l2} bytes)",
+            "FITS: every adapted projection's LoRA step fits the {cap}-byte TCDM at its t, and {tasks} adapter(s) of {adapter_bytes} bytes fit the L2 beside K/V ({} of {l2} bytes)",
             adapters_bytes + kv
         )
     } else {

@@ -137,8 +137,12 @@ pub struct Mapping {
     pub placement: Vec<Placement>,
     /// Tile + PMCA pairs used.
     pub pairs: u32,
-    /// Token group size t.
+    /// Token group size t of the run (the default of every operation).
     pub tokens: u32,
+    /// Token group size of each operation, indexed by `NodeIndex::index()`:
+    /// `tokens` unless [`Mapping::set_projection_tokens`] chose per
+    /// projection.
+    pub tokens_per_node: Vec<u32>,
     /// Where each node's output lives, by feature slices, indexed by
     /// `NodeIndex::index()`. One shard for most nodes; one per column block
     /// for split matrices (no gather: consumers fetch the slices they read);
@@ -322,8 +326,44 @@ impl Mapping {
                 .collect(),
             pairs: next_pair,
             tokens,
+            tokens_per_node: vec![tokens; graph.g.node_count()],
             shards,
         })
+    }
+
+    /// The token group size of an operation.
+    pub fn tokens_of(&self, n: NodeIndex) -> u32 {
+        self.tokens_per_node[n.index()]
+    }
+
+    /// Gives each linear projection its own token group size (`t_of` of its
+    /// static MVM; `None` keeps the run's); its LoRA steps share it, and
+    /// every other operation takes the size of its first input.
+    pub fn set_projection_tokens(
+        &mut self,
+        graph: &Graph,
+        t_of: impl Fn(NodeIndex) -> Option<u32>,
+    ) {
+        for &n in &graph.order {
+            let t = match graph.g[n].kind {
+                NodeKind::StaticMvm { .. } => t_of(n).unwrap_or(self.tokens),
+                NodeKind::LoraDown { .. } | NodeKind::LoraUp { .. } => {
+                    self.tokens_per_node[mvm_of(graph, n).index()]
+                }
+                _ => graph
+                    .g
+                    .edges_directed(n, petgraph::Direction::Incoming)
+                    .min_by_key(|e| e.id().index())
+                    .map(|e| self.tokens_per_node[e.source().index()])
+                    .unwrap_or(self.tokens),
+            };
+            self.tokens_per_node[n.index()] = t;
+        }
+    }
+
+    /// Whether every operation uses the run's token group size.
+    pub fn uniform_tokens(&self) -> bool {
+        self.tokens_per_node.iter().all(|&t| t == self.tokens)
     }
 
     /// Where a node's output lives, by feature slices.
@@ -407,7 +447,6 @@ pub struct Footprint {
 
 /// The TCDM footprint of every operation on every pair that hosts it.
 pub fn footprints(graph: &Graph, map: &Mapping, arch: &Architecture) -> Vec<Footprint> {
-    let t = map.tokens as u64;
     let e = FP16_BYTES;
     let mut out = Vec::new();
     let mut add = |node, pair, resident_bytes, group_bytes| {
@@ -419,6 +458,7 @@ pub fn footprints(graph: &Graph, map: &Mapping, arch: &Architecture) -> Vec<Foot
         })
     };
     for &n in &graph.order {
+        let t = map.tokens_of(n) as u64;
         match (&graph.g[n].kind, map.placement(n)) {
             (NodeKind::StaticMvm { .. }, Placement::Aimc { blocks, .. }) => {
                 let rank = graph

@@ -204,7 +204,14 @@ pub fn generate(
     written.extend(plot::accuracy_vs_drift(&acc, dir).map_err(plot_err)?);
 
     // 5. The fit table.
-    let fr = fit::fit(arch, workload, &[], workload.tokens_per_group, 1);
+    let fr = fit::fit(
+        arch,
+        workload,
+        &[],
+        workload.tokens_per_group,
+        1,
+        &Default::default(),
+    );
     let p = dir.join("fit.json");
     write(&p, &super::to_json(&fr))?;
     written.push(p);

@@ -9,7 +9,9 @@ use crate::graph::{Graph, NodeKind};
 use crate::mapping::{tcdm_per_pair, LoraPlan, Mapping, MappingError};
 use crate::units::Ps;
 use hdrhistogram::Histogram;
+use petgraph::graph::NodeIndex;
 use serde::Serialize;
+use std::collections::HashMap;
 
 /// What `aimcsim layer` asks.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,6 +72,7 @@ pub struct AutoTokens {
     /// The candidates tried: powers of two up to L, and L.
     pub candidates: Vec<u32>,
     pub chosen_tokens: u32,
+    pub chosen_total_ns: f64,
     pub chosen_fits_tcdm: bool,
     /// The fastest candidate that fits the TCDM, if any does.
     pub best_fitting_tokens: Option<u32>,
@@ -112,6 +115,7 @@ fn choose_tokens<R: Clone>(
     let auto = AutoTokens {
         candidates,
         chosen_tokens: t,
+        chosen_total_ns: key(&chosen).0,
         chosen_fits_tcdm: fits,
         best_fitting_tokens: fitting.as_ref().map(|r| key(r).1),
         best_fitting_total_ns: fitting.as_ref().map(|r| key(r).0),
@@ -175,6 +179,7 @@ pub fn layer_workload(q: &LayerQuery, with_lora: bool) -> Workload {
                 Targets::None
             },
         },
+        weights: None,
     }
 }
 
@@ -366,19 +371,90 @@ pub struct RunReport {
     pub host_seconds: f64,
     pub events_per_host_second: f64,
     pub layers: Vec<LayerSpan>,
-    /// With `--tokens auto`: how t was chosen (one t for the whole model).
+    /// With `--tokens auto`: the best single t for the whole model, for
+    /// comparison with the per-projection choice below.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auto: Option<AutoTokens>,
+    /// With `--tokens auto`: the t of each projection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_per_projection: Option<Vec<ProjectionTokens>>,
 }
 
-/// `aimcsim run --tokens auto`: one t for the whole workload, the fastest
-/// of the candidates 4, 8, ..., up to min(L, 128) (smaller groups multiply
-/// the jobs; larger ones exceed any TCDM of interest).
+/// `aimcsim run --tokens auto`: each projection gets the t that minimises
+/// the total latency of its layer over the sequence (`layer --tokens auto`
+/// on its shape and rank); the other operations follow their input's t.
+/// The fastest single t for the whole model (among 4, 8, ..., min(L, 128))
+/// is reported beside it for comparison.
 pub fn run_workload_auto(
     arch: &Architecture,
     w: &Workload,
     opts: TimingOptions,
 ) -> Result<RunReport, QueryError> {
+    run_workload_auto_traced(arch, w, opts).map(|(r, _)| r)
+}
+
+/// `run_workload_auto`, keeping the timeline of the run with LoRA.
+pub fn run_workload_auto_traced(
+    arch: &Architecture,
+    w: &Workload,
+    opts: TimingOptions,
+) -> Result<(RunReport, Traced), QueryError> {
+    let graph = Graph::build(w);
+    // Rank of each projection's adapter (0: none).
+    let rank_of = |n: NodeIndex| {
+        graph
+            .g
+            .neighbors_directed(n, petgraph::Direction::Outgoing)
+            .find_map(|c| match graph.g[c].kind {
+                NodeKind::LoraUp { rank, .. } => Some(rank),
+                _ => None,
+            })
+            .unwrap_or(0)
+    };
+    let mut by_shape: HashMap<(u32, u32, u32), LayerReport> = HashMap::new();
+    let mut tokens = HashMap::new();
+    let mut per_projection: Vec<ProjectionTokens> = Vec::new();
+    for &n in &graph.order {
+        let NodeKind::StaticMvm {
+            in_features,
+            out_features,
+        } = graph.g[n].kind
+        else {
+            continue;
+        };
+        let rank = rank_of(n);
+        let key = (in_features, out_features, rank);
+        if !by_shape.contains_key(&key) {
+            let q = LayerQuery {
+                in_features,
+                out_features,
+                rank,
+                tokens: w.tokens_per_group,
+                seq_len: w.seq_len,
+            };
+            by_shape.insert(key, layer_auto(arch, &q, opts)?);
+        }
+        let best = &by_shape[&key];
+        tokens.insert(graph.g[n].name.clone(), best.tokens);
+        let node = &graph.g[n];
+        if !per_projection
+            .iter()
+            .any(|p| p.projection == node.op_name && p.block == node.block.field())
+        {
+            per_projection.push(ProjectionTokens {
+                block: node.block.field().to_string(),
+                projection: node.op_name.clone(),
+                in_features,
+                out_features,
+                rank,
+                tokens: best.tokens,
+                fits_tcdm: best.fits_tcdm,
+                pmca_to_aimc: best.pmca_to_aimc,
+            });
+        }
+    }
+    let (mut report, traced) = run_with_tokens(arch, w, opts, &tokens)?;
+    // The best single t, for comparison.
     let candidates: Vec<u32> = auto_candidates(w.seq_len.min(128))
         .into_iter()
         .filter(|&t| t >= 4 || t == w.seq_len)
@@ -389,10 +465,24 @@ pub fn run_workload_auto(
         wt.tokens_per_group = t;
         runs.push(run_workload(arch, &wt, opts)?);
     }
-    let (mut chosen, auto) =
-        choose_tokens(&runs, candidates, |r| (r.total_ns, r.tokens, r.fits_tcdm));
-    chosen.auto = Some(auto);
-    Ok(chosen)
+    let (_, uniform) = choose_tokens(&runs, candidates, |r| (r.total_ns, r.tokens, r.fits_tcdm));
+    report.auto = Some(uniform);
+    report.tokens_per_projection = Some(per_projection);
+    Ok((report, traced))
+}
+
+/// The t `--tokens auto` gave a projection (layers of the same shape share it).
+#[derive(Debug, Clone, Serialize)]
+pub struct ProjectionTokens {
+    pub block: String,
+    pub projection: String,
+    pub in_features: u32,
+    pub out_features: u32,
+    pub rank: u32,
+    pub tokens: u32,
+    /// Whether its LoRA schedule fits the TCDM at that t.
+    pub fits_tcdm: bool,
+    pub pmca_to_aimc: f64,
 }
 
 fn layer_name(block: BlockKind, layer: Option<u32>) -> String {
@@ -446,11 +536,16 @@ fn group_latency(tl: &Timeline) -> GroupLatency {
     let g = tl.tasks.groups as usize;
     let mut first = vec![Ps(u64::MAX); g];
     let mut last = vec![Ps::ZERO; g];
+    // A job belongs to every group of the run's t whose tokens it covers
+    // (operations with a t of their own cover several or part of one).
+    let t0 = tl.tasks.group_tokens.first().copied().unwrap_or(1).max(1);
     for (i, t) in tl.tasks.tasks.iter().enumerate() {
         let iv = tl.intervals[i];
-        let k = t.group as usize;
-        first[k] = first[k].min(iv.start);
-        last[k] = last[k].max(iv.end);
+        let (lo, hi) = t.tokens;
+        for k in (lo / t0) as usize..=((hi.max(lo + 1) - 1) / t0) as usize {
+            first[k] = first[k].min(iv.start);
+            last[k] = last[k].max(iv.end);
+        }
     }
     // Nanosecond resolution, 3 significant digits.
     let mut h = Histogram::<u64>::new(3).expect("3 significant digits is valid");
@@ -483,13 +578,32 @@ pub fn run_workload_traced(
     w: &Workload,
     opts: TimingOptions,
 ) -> Result<(RunReport, Traced), QueryError> {
+    run_with_tokens(arch, w, opts, &HashMap::new())
+}
+
+/// Runs the workload with a token group size per projection: `tokens`
+/// maps a static MVM's node name (`layer.3.query`) to its t; the others use
+/// the workload's.
+fn run_with_tokens(
+    arch: &Architecture,
+    w: &Workload,
+    opts: TimingOptions,
+    tokens: &HashMap<String, u32>,
+) -> Result<(RunReport, Traced), QueryError> {
+    let mapped = |g: &Graph| -> Result<Mapping, QueryError> {
+        let mut m = Mapping::new(g, arch, w.tokens_per_group)?;
+        if !tokens.is_empty() {
+            m.set_projection_tokens(g, |n| tokens.get(&g.g[n].name).copied());
+        }
+        Ok(m)
+    };
     let graph = Graph::build(w);
-    let map = Mapping::new(&graph, arch, w.tokens_per_group)?;
+    let map = mapped(&graph)?;
     let tl = run(&graph, &map, arch, opts);
     let mut base_w = w.clone();
     base_w.lora.targets = Targets::None;
     let base_graph = Graph::build(&base_w);
-    let base_map = Mapping::new(&base_graph, arch, w.tokens_per_group)?;
+    let base_map = mapped(&base_graph)?;
     let base = run(&base_graph, &base_map, arch, opts);
 
     let spans = layer_spans(&graph, &tl);
@@ -575,6 +689,7 @@ pub fn run_workload_traced(
             / (tl.stats.host_seconds + base.stats.host_seconds).max(1e-9),
         layers,
         auto: None,
+        tokens_per_projection: None,
     };
     Ok((
         report,

@@ -36,7 +36,10 @@ pub struct Task {
     pub unit: Option<(u32, Unit)>,
     pub work: Work,
     pub node: NodeIndex,
+    /// The token group of `node` this job belongs to.
     pub group: u32,
+    /// The tokens of the sequence it covers, `lo..hi`.
+    pub tokens: (u32, u32),
     pub step: Step,
     pub deps: u32,
     pub succs: Vec<TaskId>,
@@ -46,8 +49,10 @@ pub struct Task {
 #[derive(Debug, Clone, Default)]
 pub struct TaskGraph {
     pub tasks: Vec<Task>,
+    /// Token groups of the run's t (operations with a t of their own have
+    /// their own groups; `Task::tokens` says which tokens a job covers).
     pub groups: u32,
-    /// Tokens in each group (the last holds L mod t, unpadded).
+    /// Tokens in each of those groups (the last holds L mod t, unpadded).
     pub group_tokens: Vec<u32>,
 }
 
@@ -58,6 +63,7 @@ impl TaskGraph {
         work: Work,
         node: NodeIndex,
         group: u32,
+        tokens: (u32, u32),
         step: Step,
     ) -> TaskId {
         self.tasks.push(Task {
@@ -65,6 +71,7 @@ impl TaskGraph {
             work,
             node,
             group,
+            tokens,
             step,
             deps: 0,
             succs: Vec::new(),
@@ -95,6 +102,18 @@ enum Place {
     L2,
 }
 
+/// A transfer: features `lo..hi` of shard `shard` and tokens `tokens` of
+/// group `group` of `node`, to `place`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct CopyKey {
+    node: NodeIndex,
+    group: u32,
+    place: Place,
+    shard: usize,
+    features: (u32, u32),
+    tokens: (u32, u32),
+}
+
 struct Builder<'a> {
     graph: &'a Graph,
     map: &'a Mapping,
@@ -104,8 +123,8 @@ struct Builder<'a> {
     /// When each shard of (node, group) is complete on its pair, in the
     /// order of `Mapping::shards`.
     done: HashMap<(NodeIndex, u32), Vec<Ready>>,
-    /// Transfers of a slice `lo..hi` of shard `i` of (node, group) to a place.
-    copies: HashMap<(NodeIndex, u32, Place, usize, u32, u32), TaskId>,
+    /// Transfers to a place of part of a shard of a (node, group).
+    copies: HashMap<CopyKey, TaskId>,
 }
 
 /// Builds the task graph for a mapped graph with groups of `tokens`.
@@ -142,22 +161,48 @@ pub fn build(graph: &Graph, map: &Mapping, arch: &Architecture) -> TaskGraph {
 }
 
 impl Builder<'_> {
-    fn tokens(&self, g: u32) -> u64 {
-        self.tg.group_tokens[g as usize] as u64
+    /// Groups of an operation's token group size.
+    fn groups_of(&self, n: NodeIndex) -> u32 {
+        self.graph.seq_len.div_ceil(self.map.tokens_of(n))
+    }
+
+    /// The tokens `lo..hi` of group `g` of an operation.
+    fn range(&self, n: NodeIndex, g: u32) -> (u32, u32) {
+        let t = self.map.tokens_of(n);
+        (g * t, ((g + 1) * t).min(self.graph.seq_len))
+    }
+
+    /// Tokens in group `g` of an operation.
+    fn tokens_in(&self, n: NodeIndex, g: u32) -> u64 {
+        let (lo, hi) = self.range(n, g);
+        (hi - lo) as u64
+    }
+
+    /// Adds a job of group `g` of operation `node`.
+    fn task(
+        &mut self,
+        unit: Option<(u32, Unit)>,
+        work: Work,
+        node: NodeIndex,
+        g: u32,
+        step: Step,
+    ) -> TaskId {
+        let tokens = self.range(node, g);
+        self.tg.add(unit, work, node, g, tokens, step)
     }
 
     fn pmca_cycles_to_ps(&self, c: u64) -> Ps {
         self.clock.to_ps(Cycles(c))
     }
 
-    /// Features `lo..hi` of the tensor produced by `src` for group `g`,
+    /// Features `lo..hi` of tokens `toks` of the tensor produced by `src`,
     /// made available at `place`: the jobs to wait for (the producing jobs
     /// where the slices already are, DMA transfers from the pairs holding
     /// them otherwise). The graph input (`None`) is present from the start.
     fn at(
         &mut self,
         src: Option<NodeIndex>,
-        g: u32,
+        toks: (u32, u32),
         place: Place,
         lo: u32,
         hi: u32,
@@ -165,40 +210,51 @@ impl Builder<'_> {
         let Some(src) = src else {
             return Vec::new();
         };
-        let tokens = self.tokens(g);
+        let t_src = self.map.tokens_of(src);
         let shards = self.map.shards(src).to_vec();
-        let ready = self.done[&(src, g)].clone();
         let mut waits = Vec::new();
-        for (i, sh) in shards.iter().enumerate() {
-            let (olo, ohi) = (lo.max(sh.lo), hi.min(sh.hi));
-            if olo >= ohi {
-                continue;
+        for sg in toks.0 / t_src..=(toks.1 - 1) / t_src {
+            let (glo, ghi) = self.range(src, sg);
+            let tokens = (toks.0.max(glo), toks.1.min(ghi));
+            let ready = self.done[&(src, sg)].clone();
+            for (i, sh) in shards.iter().enumerate() {
+                let (olo, ohi) = (lo.max(sh.lo), hi.min(sh.hi));
+                if olo >= ohi {
+                    continue;
+                }
+                if place == Place::Pair(sh.pair) {
+                    waits.extend(ready[i]);
+                    continue;
+                }
+                let key = CopyKey {
+                    node: src,
+                    group: sg,
+                    place,
+                    shard: i,
+                    features: (olo, ohi),
+                    tokens,
+                };
+                if let Some(&t) = self.copies.get(&key) {
+                    waits.push(t);
+                    continue;
+                }
+                // Pushed by the holder's DMA across the shared L2 interconnect.
+                let work = Work::Dma {
+                    bytes: (tokens.1 - tokens.0) as u64 * (ohi - olo) as u64 * FP16_BYTES,
+                    tcdm_addr: 0,
+                    into_tcdm: false,
+                    ext_bytes_per_cycle: self.arch.l2.bytes_per_cycle,
+                    ext_latency: self.arch.l2.latency,
+                };
+                let step = match place {
+                    Place::L2 => Step::ToL2,
+                    Place::Pair(p) => Step::Xfer { to: p },
+                };
+                let task = self.task(Some((sh.pair, Unit::Dma)), work, src, sg, step);
+                self.tg.dep_opt(ready[i], task);
+                self.copies.insert(key, task);
+                waits.push(task);
             }
-            if place == Place::Pair(sh.pair) {
-                waits.extend(ready[i]);
-                continue;
-            }
-            let key = (src, g, place, i, olo, ohi);
-            if let Some(&t) = self.copies.get(&key) {
-                waits.push(t);
-                continue;
-            }
-            // Pushed by the holder's DMA across the shared L2 interconnect.
-            let work = Work::Dma {
-                bytes: tokens * (ohi - olo) as u64 * FP16_BYTES,
-                tcdm_addr: 0,
-                into_tcdm: false,
-                ext_bytes_per_cycle: self.arch.l2.bytes_per_cycle,
-                ext_latency: self.arch.l2.latency,
-            };
-            let step = match place {
-                Place::L2 => Step::ToL2,
-                Place::Pair(p) => Step::Xfer { to: p },
-            };
-            let task = self.tg.add(Some((sh.pair, Unit::Dma)), work, src, g, step);
-            self.tg.dep_opt(ready[i], task);
-            self.copies.insert(key, task);
-            waits.push(task);
         }
         waits
     }
@@ -247,7 +303,7 @@ impl Builder<'_> {
         let link = &self.arch.link;
         let in_bytes = link.input_format.bytes();
         let out_bytes = link.output_format.bytes();
-        let t = self.map.tokens as u64;
+        let t = self.map.tokens_of(mvm) as u64;
         let cores = &self.arch.pmca.cores;
         let program = cores.redmule_program_cycles;
         let l2 = (self.arch.l2.bytes_per_cycle, self.arch.l2.latency);
@@ -261,19 +317,20 @@ impl Builder<'_> {
         // Per block: its `out` transfers; per column: its finish, per group.
         let mut out_tasks: Vec<Vec<TaskId>> = vec![Vec::new(); blocks.len()];
         let mut finish: Vec<Vec<TaskId>> = vec![Vec::new(); cb];
-        for g in 0..self.tg.groups {
-            let tg = self.tokens(g);
+        for g in 0..self.groups_of(mvm) {
+            let tg = self.tokens_in(mvm, g);
+            let toks = self.range(mvm, g);
             let second = g % 2 == 1;
             let mut outs_of_col: Vec<Vec<TaskId>> = vec![Vec::new(); cb];
             let mut x_ready_at: Vec<Vec<TaskId>> = vec![Vec::new(); blocks.len()];
             for (bi, blk) in blocks.iter().enumerate() {
                 // Each tile gets only its row slice of X.
                 let lo = blk.row_block * self.arch.aimc.rows;
-                let x_ready = self.at(src, g, Place::Pair(blk.pair), lo, lo + blk.rows);
+                let x_ready = self.at(src, toks, Place::Pair(blk.pair), lo, lo + blk.rows);
                 // One token's inputs over the link.
                 let load_cycles = (blk.rows as u64 * in_bytes).div_ceil(link.bytes_per_cycle());
                 let load = self.pmca_cycles_to_ps(load_cycles);
-                let tile = self.tg.add(
+                let tile = self.task(
                     Some((blk.pair, Unit::Tile)),
                     Work::Aimc {
                         tokens: tg as u32,
@@ -303,7 +360,7 @@ impl Builder<'_> {
                     // A partial sum crosses the interconnect too.
                     (link.bytes_per_cycle().min(l2.0), link.latency + l2.1)
                 };
-                let out = self.tg.add(
+                let out = self.task(
                     Some((blk.pair, Unit::Dma)),
                     Work::Dma {
                         bytes: tg * blk.cols as u64 * out_bytes,
@@ -341,7 +398,7 @@ impl Builder<'_> {
                     let partial = (rb as u64 - 1) * tg * (cols + rank.unwrap_or(0));
                     cyc += cores.kernel_cycles(Kernel::Add, partial).0;
                 }
-                let post = self.tg.add(
+                let post = self.task(
                     Some((block(0, c).pair, Unit::Cores)),
                     Work::Cores {
                         cycles: cyc,
@@ -365,7 +422,7 @@ impl Builder<'_> {
                     let blk = block(i, 0);
                     let plan = &plans[i * cb];
                     let x = if second { &plan.x_next } else { &plan.x };
-                    let down = self.tg.add(
+                    let down = self.task(
                         Some((blk.pair, Unit::RedMule)),
                         Work::RedMule {
                             m: tg,
@@ -409,7 +466,7 @@ impl Builder<'_> {
                     // Programmed during this pair's own down job when it
                     // ran one (the second job context), else now.
                     let own_down = downs.iter().any(|(p, _)| *p == owner);
-                    let upt = self.tg.add(
+                    let upt = self.task(
                         Some((owner, Unit::RedMule)),
                         Work::RedMule {
                             m: tg,
@@ -432,7 +489,7 @@ impl Builder<'_> {
                         if p == owner {
                             self.tg.dep(down, upt);
                         } else {
-                            let x = self.tg.add(
+                            let x = self.task(
                                 Some((p, Unit::Dma)),
                                 Work::Dma {
                                     bytes: tg * r * FP16_BYTES,
@@ -474,13 +531,14 @@ impl Builder<'_> {
             .map(|e| e.source())
             .collect();
         let shards = self.map.shards(node).to_vec();
-        for g in 0..self.tg.groups {
-            let tg = self.tokens(g);
+        for g in 0..self.groups_of(node) {
+            let tg = self.tokens_in(node, g);
+            let toks = self.range(node, g);
             let mut ready = Vec::with_capacity(shards.len());
             for sh in &shards {
                 let elements = tg * (sh.hi - sh.lo) as u64;
                 let cycles = self.arch.pmca.cores.kernel_cycles(kernel, elements).0;
-                let task = self.tg.add(
+                let task = self.task(
                     Some((sh.pair, Unit::Cores)),
                     Work::Cores {
                         cycles,
@@ -491,13 +549,34 @@ impl Builder<'_> {
                     Step::Kernel,
                 );
                 for &src in &inputs {
-                    let w = self.at(Some(src), g, Place::Pair(sh.pair), sh.lo, sh.hi);
+                    let w = self.at(Some(src), toks, Place::Pair(sh.pair), sh.lo, sh.hi);
                     self.dep_all(&w, task);
                 }
                 ready.push(Some(task));
             }
             self.done.insert((node, g), ready);
         }
+    }
+
+    /// `chain[g]`: the first `g + 1` groups of `src` (all `width`
+    /// features) are in the L2 — a chain of joins, so a causal group waits
+    /// for its prefix and an encoder's for the last. Empty for the graph
+    /// input, which is there from the start.
+    fn l2_chain(&mut self, src: Option<NodeIndex>, width: u32) -> Vec<TaskId> {
+        let Some(src) = src else {
+            return Vec::new();
+        };
+        let mut chain: Vec<TaskId> = Vec::new();
+        for g in 0..self.groups_of(src) {
+            let join = self.task(None, Work::None, src, g, Step::Join);
+            let waits = self.at(Some(src), self.range(src, g), Place::L2, 0, width);
+            self.dep_all(&waits, join);
+            if let Some(&prev) = chain.last() {
+                self.tg.dep(prev, join);
+            }
+            chain.push(join);
+        }
+        chain
     }
 
     fn attention(&mut self, ctx_node: NodeIndex) {
@@ -534,39 +613,33 @@ impl Builder<'_> {
         let group_w = (heads / kv_heads) * head_dim;
         let kvw = kv_heads as u64 * hd;
         let per_kv = (heads / kv_heads) as u64;
-        let groups = self.tg.groups;
         // K and V of every group go to the L2, where attention reads them.
-        // kv_in_l2[g]: K and V of groups 0..=g are in the L2 (a chain of
-        // joins, so a causal group waits for its prefix, an encoder's for
-        // the last).
-        let mut kv_in_l2: Vec<TaskId> = Vec::with_capacity(groups as usize);
-        for g in 0..groups {
-            let kw = kvw as u32;
-            let join = self.tg.add(None, Work::None, ctx_node, g, Step::Join);
-            let mut waits = self.at(k, g, Place::L2, 0, kw);
-            waits.extend(self.at(v, g, Place::L2, 0, kw));
-            self.dep_all(&waits, join);
-            if let Some(&prev) = kv_in_l2.last() {
-                self.tg.dep(prev, join);
-            }
-            kv_in_l2.push(join);
-        }
+        let k_in_l2 = self.l2_chain(k, kvw as u32);
+        let v_in_l2 = self.l2_chain(v, kvw as u32);
         // Per pair, the end of each chunk step so far: a step's K/V loads
         // reuse the buffers of the step two before (double buffering).
         let mut steps: HashMap<u32, Vec<TaskId>> = HashMap::new();
         let budget = self.arch.pmca.attention_chunk_bytes.0;
         let rm = self.arch.pmca.cores.redmule_program_cycles;
-        let t = self.map.tokens as u64;
-        for g in 0..groups {
-            let tg = self.tokens(g);
+        for g in 0..self.groups_of(ctx_node) {
+            let tg = self.tokens_in(ctx_node, g);
+            let toks = self.range(ctx_node, g);
             // Keys this group attends to: all (encoder) or up to its own
             // last token (causal prefill).
-            let seen = if self.graph.causal {
-                g as u64 * t + tg
+            let seen_end = if self.graph.causal {
+                toks.1
             } else {
-                self.graph.seq_len as u64
+                self.graph.seq_len
             };
-            let last_kv = if self.graph.causal { g } else { groups - 1 };
+            let seen = seen_end as u64;
+            let kv_ready: Vec<TaskId> = [(&k_in_l2, k), (&v_in_l2, v)]
+                .iter()
+                .filter_map(|(chain, src)| {
+                    let src = (*src)?;
+                    let t_src = self.map.tokens_of(src);
+                    chain.get(((seen_end - 1) / t_src) as usize).copied()
+                })
+                .collect();
             // Each KV-head group's output slice stays on its pair.
             let mut ready: Vec<Ready> = vec![None; kv_heads as usize];
             // Chunks of keys so that K, V and the scores of a chunk fit the
@@ -577,8 +650,8 @@ impl Builder<'_> {
             for kh in 0..kv_heads as usize {
                 let pair = pairs[kh % pairs.len()];
                 let lo = kh as u32 * group_w;
-                let q_ready = self.at(q, g, Place::Pair(pair), lo, lo + group_w);
-                let join = self.tg.add(None, Work::None, ctx_node, g, Step::Join);
+                let q_ready = self.at(q, toks, Place::Pair(pair), lo, lo + group_w);
+                let join = self.task(None, Work::None, ctx_node, g, Step::Join);
                 ready[kh] = Some(join);
                 prev_ctx.iter_mut().for_each(|p| *p = None);
                 for c in 0..chunks {
@@ -591,26 +664,23 @@ impl Builder<'_> {
                         ext_bytes_per_cycle: self.arch.l2.bytes_per_cycle,
                         ext_latency: self.arch.l2.latency,
                     };
-                    let lk = self.tg.add(
+                    let lk = self.task(
                         Some((pair, Unit::Dma)),
                         l2.clone(),
                         ctx_node,
                         g,
                         Step::LoadK,
                     );
-                    let lv = self
-                        .tg
-                        .add(Some((pair, Unit::Dma)), l2, ctx_node, g, Step::LoadV);
-                    let kv = kv_in_l2[last_kv as usize];
-                    self.tg.dep(kv, lk);
-                    self.tg.dep(kv, lv);
+                    let lv = self.task(Some((pair, Unit::Dma)), l2, ctx_node, g, Step::LoadV);
+                    self.dep_all(&kv_ready, lk);
+                    self.dep_all(&kv_ready, lv);
                     let history = steps.entry(pair).or_default();
                     if history.len() >= 2 {
                         let free = history[history.len() - 2];
                         self.tg.dep(free, lk);
                         self.tg.dep(free, lv);
                     }
-                    let step_done = self.tg.add(None, Work::None, ctx_node, g, Step::Join);
+                    let step_done = self.task(None, Work::None, ctx_node, g, Step::Join);
                     steps.get_mut(&pair).expect("entry exists").push(step_done);
                     for prev in prev_ctx.iter_mut() {
                         let q_addr = 0;
@@ -618,7 +688,7 @@ impl Builder<'_> {
                         let v_addr = k_addr + kv_bytes;
                         let s_addr = v_addr + kv_bytes;
                         let o_addr = s_addr + tg * keys * FP16_BYTES;
-                        let s = self.tg.add(
+                        let s = self.task(
                             Some((pair, Unit::RedMule)),
                             Work::RedMule {
                                 m: tg,
@@ -644,7 +714,7 @@ impl Builder<'_> {
                             .cores
                             .kernel_cycles(Kernel::Softmax, tg * keys)
                             .0;
-                        let sm = self.tg.add(
+                        let sm = self.task(
                             Some((pair, Unit::Cores)),
                             Work::Cores {
                                 cycles,
@@ -655,7 +725,7 @@ impl Builder<'_> {
                             Step::Softmax,
                         );
                         self.tg.dep(s, sm);
-                        let cx = self.tg.add(
+                        let cx = self.task(
                             Some((pair, Unit::RedMule)),
                             Work::RedMule {
                                 m: tg,
