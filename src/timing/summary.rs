@@ -179,7 +179,6 @@ pub fn layer_workload(q: &LayerQuery, with_lora: bool) -> Workload {
                 Targets::None
             },
         },
-        weights: None,
     }
 }
 
