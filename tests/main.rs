@@ -4,6 +4,7 @@ mod adapter;
 mod cli;
 mod descriptions;
 mod functional;
+mod functional_weights;
 mod layer;
 mod sweep;
 mod trace;

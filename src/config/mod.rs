@@ -6,7 +6,7 @@ pub mod architecture;
 pub mod workload;
 
 pub use architecture::{Architecture, LinkFormat, Schedule};
-pub use workload::{BlockKind, LoraSpec, ModelKind, Op, Targets, Workload};
+pub use workload::{BlockKind, LoraSpec, ModelKind, Op, Targets, WeightsSpec, Workload};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -82,11 +82,20 @@ pub fn load_architecture(path: &Path) -> Result<Architecture, ConfigError> {
     Ok(arch)
 }
 
-/// Loads and validates a workload description.
+/// Loads and validates a workload description. A relative
+/// `weights.file` is resolved against the description's directory here
+/// (the path is rewritten, so it survives serialisation and `--set`).
 pub fn load_workload(path: &Path) -> Result<Workload, ConfigError> {
     let text = read(path)?;
     let file = path.display().to_string();
-    parse_workload(&file, &text)
+    let mut w = parse_workload(&file, &text)?;
+    if let Some(ws) = &mut w.weights {
+        if ws.file.is_relative() {
+            let dir = path.parent().unwrap_or(Path::new(""));
+            ws.file = dir.join(&ws.file);
+        }
+    }
+    Ok(w)
 }
 
 /// Parses and validates workload text (`file` names it in errors).

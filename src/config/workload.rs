@@ -6,9 +6,14 @@
 //! tensor (its `name`) and its inputs (`from`, or `q`/`k`/`v`, `a`/`b`,
 //! `gate`/`up`); the block's input tensor is called `input` and its output
 //! is the last operation's. Widths are features per token.
+//!
+//! `weights` optionally names a safetensors checkpoint holding the static
+//! weights and norm parameters (see [`WeightsSpec`]); only the functional
+//! executor reads it.
 
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,6 +44,52 @@ pub struct Workload {
     pub head: Vec<Op>,
     #[serde(default)]
     pub lora: LoraSpec,
+    /// Real weights for the functional executor (`aimcsim functional`):
+    /// `None` (the default) draws seeded random ones. Timing ignores it.
+    /// (Boxed: keeps `Workload` small where it is held by value.)
+    #[serde(default)]
+    pub weights: Option<Box<WeightsSpec>>,
+}
+
+/// A safetensors checkpoint (e.g. a Hugging Face `model.safetensors`)
+/// holding the workload's static weights and norm parameters:
+///
+/// ```ron
+/// weights: Some((file: "bert-base-uncased/model.safetensors")),
+/// ```
+///
+/// Every Linear and Norm of every block instance is matched to one tensor
+/// of the file by name (see `functional::weights_st` for the rule):
+/// a Linear `name` to the tensor `<...>.name.weight` (or
+/// `<...>.name.dense.weight`) of its layer, stored `out x in` as PyTorch's
+/// `nn.Linear` does; a Norm to `<...>.name.weight` (gamma) and
+/// `<...>.name.bias` (beta), also under the Hugging Face name `LayerNorm`.
+/// Biases of Linear layers are not read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightsSpec {
+    /// The `.safetensors` file. A relative path is relative to the
+    /// directory of the workload file (resolved by
+    /// [`load_workload`](crate::config::load_workload); text parsed without
+    /// a file, and values given with `--set`, are relative to the working
+    /// directory).
+    pub file: PathBuf,
+    /// The module path of the list of layers, e.g. `"bert.encoder.layer"`
+    /// or `"model.layers"`: layer i's tensors are those under
+    /// `<layers>.<i>.`, the embedding and head blocks' those outside it.
+    /// `None` (the default): a name's layer is the number after its first
+    /// `layer.`, `layers.`, `h.` or `blocks.` component (as for PEFT
+    /// adapters), and names without one belong to the embedding and head.
+    #[serde(default)]
+    pub layers: Option<String>,
+    /// Explicit module paths by operation name, for names the rule does
+    /// not find: `{"lm_head": "model.embed_tokens"}`. The value is the
+    /// tensor name without `.weight` (a Norm's beta is `<value>.bias`);
+    /// `{i}` in it stands for the layer index. A key must be the name of a
+    /// Linear or Norm of the workload; it applies in every block that has
+    /// an operation of that name.
+    #[serde(default)]
+    pub names: BTreeMap<String, String>,
 }
 
 fn default_kind() -> ModelKind {
@@ -297,6 +348,36 @@ impl Workload {
             ));
         }
         check_block(BlockKind::Head, &self.head, layer_out)?;
+        if let Some(ws) = &self.weights {
+            if ws.file.as_os_str().is_empty() {
+                return Err("weights.file: must name a .safetensors file".into());
+            }
+            if ws.layers.as_ref().is_some_and(|l| l.is_empty()) {
+                return Err(
+                    "weights.layers: must be a module path such as `model.layers`, or None".into(),
+                );
+            }
+            let mut weighted: Vec<&str> = self
+                .blocks()
+                .iter()
+                .flat_map(|(_, ops)| ops.iter())
+                .filter(|op| matches!(op, Op::Linear { .. } | Op::Norm { .. }))
+                .map(Op::name)
+                .collect();
+            weighted.sort();
+            weighted.dedup();
+            for (op, module) in &ws.names {
+                if !weighted.contains(&op.as_str()) {
+                    return Err(format!(
+                        "weights.names: no Linear or Norm named `{op}` (known: {})",
+                        weighted.join(", ")
+                    ));
+                }
+                if module.is_empty() {
+                    return Err(format!("weights.names.{op}: the tensor name is empty"));
+                }
+            }
+        }
         // LoRA: named targets must exist; the rank must fit every target.
         let mut linears: HashMap<&str, (u32, u32)> = HashMap::new();
         for (_, ops) in self.blocks() {

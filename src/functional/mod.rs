@@ -44,6 +44,7 @@ pub mod rng;
 pub mod study;
 pub mod tile;
 pub mod weights;
+pub mod weights_st;
 
 pub use bench::{bench_mvm, bench_mvm_with, MvmBench};
 pub use device::{

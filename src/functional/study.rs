@@ -3,8 +3,10 @@
 //! LoRA, against the digital FP32 reference, next to the timing run's
 //! latency, tiles and peak TCDM.
 //!
-//! - Weights: [`RandomWeights`] of the study's seed (descriptions carry no
-//!   weights), or any [`WeightSource`] with [`functional_study_with`].
+//! - Weights: the checkpoint the workload's `weights` section names
+//!   ([`SafetensorsWeights`]), else [`RandomWeights`] of the study's seed;
+//!   or any [`WeightSource`] with [`functional_study_with`]. The report's
+//!   `weights` says which.
 //! - Inputs: `seq_len x input_width` samples of N(0, 1) from the seed.
 //! - Variants: `analog` (LoRA off: the graph without LoRA nodes) and, only
 //!   with an adapter, `analog+lora` (its modules on the projections they
@@ -23,6 +25,7 @@ use super::executor::{graph_input, trial_seed, ExecConfig, ExecError, Executor, 
 use super::metrics::MetricStats;
 use super::ops::Precision;
 use super::weights::{LoraWeights, RandomWeights, WeightSource};
+use super::weights_st::SafetensorsWeights;
 use crate::adapter::{Adapter, Matched};
 use crate::config::{Architecture, Targets, Workload};
 use crate::graph::Graph;
@@ -135,8 +138,9 @@ pub struct FunctionalReport {
     pub rows: Vec<FunctionalRow>,
 }
 
-/// The study with random weights of `seed` and the FP16 PMCA; the adapter
-/// (loaded and matched to `w`) adds the `analog+lora` rows.
+/// The study with the FP16 PMCA and the weights of the file `w.weights`
+/// names (errors name the file and tensor), else random weights of `seed`;
+/// the adapter (loaded and matched to `w`) adds the `analog+lora` rows.
 pub fn functional_study(
     arch: &Architecture,
     w: &Workload,
@@ -155,10 +159,20 @@ pub fn functional_study(
         seed,
         ..StudyOptions::default()
     };
-    functional_study_with(arch, w, lora.as_ref(), &RandomWeights::new(seed), &opts)
+    let file = match &w.weights {
+        Some(_) => Some(SafetensorsWeights::open(w)?),
+        None => None,
+    };
+    let random = RandomWeights::new(seed);
+    let weights: &dyn WeightSource = match &file {
+        Some(f) => f,
+        None => &random,
+    };
+    functional_study_with(arch, w, lora.as_ref(), weights, &opts)
 }
 
-/// The study with explicit LoRA matrices, weight source and options.
+/// The study with explicit LoRA matrices, weight source and options (the
+/// workload's `weights` section is not read: `weights` is used as given).
 pub fn functional_study_with(
     arch: &Architecture,
     w: &Workload,

@@ -17,7 +17,8 @@
 //!   whole and the values do not depend on the tile size.
 //! - [`DenseWeights`]: explicit matrices by node name (tests; the shape of
 //!   what a safetensors source will produce).
-//! - A safetensors source of real weights implements the same trait later.
+//! - [`SafetensorsWeights`](super::weights_st::SafetensorsWeights): real
+//!   weights from the checkpoint a workload's `weights` section names.
 
 use super::rng::{self, tag};
 use super::FunctionalError;
@@ -93,7 +94,7 @@ fn mvm_shape(node: &Node) -> Result<(usize, usize), FunctionalError> {
     }
 }
 
-fn check_block(
+pub(super) fn check_block(
     node: &Node,
     rows: &Range<usize>,
     cols: &Range<usize>,
@@ -290,23 +291,37 @@ fn block_of(k: u8) -> BlockKind {
 
 /// A safetensors tensor as f32 (F32, F16 or BF16, little-endian).
 fn tensor_f32(view: &safetensors::tensor::TensorView<'_>) -> Result<Vec<f32>, String> {
+    let mut out = Vec::new();
+    decode_into(view.dtype(), view.data(), &mut out)?;
+    Ok(out)
+}
+
+/// Appends little-endian F32, F16 or BF16 `bytes` to `out` as f32.
+pub(super) fn decode_into(
+    dtype: safetensors::Dtype,
+    bytes: &[u8],
+    out: &mut Vec<f32>,
+) -> Result<(), String> {
     use safetensors::Dtype;
-    let d = view.data();
-    Ok(match view.dtype() {
-        Dtype::F32 => d
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        Dtype::F16 => d
-            .chunks_exact(2)
-            .map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())
-            .collect(),
-        Dtype::BF16 => d
-            .chunks_exact(2)
-            .map(|b| half::bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())
-            .collect(),
+    match dtype {
+        Dtype::F32 => out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        ),
+        Dtype::F16 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()),
+        ),
+        Dtype::BF16 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()),
+        ),
         other => return Err(format!("dtype {other:?}; F32, F16 or BF16 expected")),
-    })
+    }
+    Ok(())
 }
 
 /// `rows x cols` row-major -> `cols x rows`.

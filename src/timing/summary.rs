@@ -179,6 +179,7 @@ pub fn layer_workload(q: &LayerQuery, with_lora: bool) -> Workload {
                 Targets::None
             },
         },
+        weights: None,
     }
 }
 
@@ -423,17 +424,19 @@ pub fn run_workload_auto_traced(
         };
         let rank = rank_of(n);
         let key = (in_features, out_features, rank);
-        if !by_shape.contains_key(&key) {
-            let q = LayerQuery {
-                in_features,
-                out_features,
-                rank,
-                tokens: w.tokens_per_group,
-                seq_len: w.seq_len,
-            };
-            by_shape.insert(key, layer_auto(arch, &q, opts)?);
-        }
-        let best = &by_shape[&key];
+        let best = match by_shape.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let q = LayerQuery {
+                    in_features,
+                    out_features,
+                    rank,
+                    tokens: w.tokens_per_group,
+                    seq_len: w.seq_len,
+                };
+                v.insert(layer_auto(arch, &q, opts)?)
+            }
+        };
         tokens.insert(graph.g[n].name.clone(), best.tokens);
         let node = &graph.g[n];
         if !per_projection
