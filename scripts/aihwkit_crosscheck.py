@@ -19,9 +19,11 @@ same statistics as `aimcsim device` (src/functional/device.rs):
   management), inferred from the output: with the ADC on, every raw output
   of a pass at input reduction r is (ADC code) x step x abs-max(token) x r,
   so r is the largest power of two (<= 32) dividing all the token's codes.
-  aimcsim and aihwkit's torch MVM re-run the whole batch when any output
-  clips, so there this equals the passes per batch; aihwkit's RPUCuda MVM
-  re-runs only the tokens that clipped (see docs/aihwkit-crosscheck.md).
+  aihwkit's torch MVM (like aimcsim's `bound_management_scope: Batch`)
+  re-runs the whole batch when any output clips, so there this equals the
+  passes per batch; aihwkit's RPUCuda MVM (like aimcsim's default `Token`
+  scope) re-runs only the tokens that clipped (see
+  docs/aihwkit-crosscheck.md).
 
 Per trial the tile is programmed once (`program_analog_weights`, which also
 takes GDC's reference readout) and then drifted to every time in order

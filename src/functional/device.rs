@@ -179,7 +179,8 @@ pub struct DeviceRow {
     /// GDC's output scale (1 with GDC off).
     pub gdc_alpha_mean: f64,
     pub gdc_alpha_std: f64,
-    /// Passes through the array per batch (1 = no bound-management re-run).
+    /// Passes through the array per token, averaged over the batch (1 = no
+    /// bound-management re-run), as aihwkit's per-token forward counts them.
     pub bm_passes_mean: f64,
 }
 
@@ -286,7 +287,7 @@ pub fn characterise(
                     y_err: rel_err(&y, &y_exact, y_norm2),
                     cosine: cosine(&y, &y_exact),
                     alpha: tile.gdc_alpha() as f64,
-                    passes: info.passes as f64,
+                    passes: info.token_passes as f64 / study.tokens as f64,
                 })
             })
             .collect()

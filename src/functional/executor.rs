@@ -42,7 +42,7 @@
 //! bit-identical at any thread count.
 
 use super::gemm;
-use super::metrics::{compare, Metrics};
+use super::metrics::{argmax_agreement, compare, Metrics};
 use super::ops::{self, Precision};
 use super::rng::{self, tag};
 use super::tile::{AnalogParams, AnalogTile, TileSpec};
@@ -142,6 +142,9 @@ pub struct TrialMetrics {
     pub streams: Vec<Stream>,
     /// `[stream][block instance]`; the last block is the graph's output.
     pub blocks: Vec<Vec<Metrics>>,
+    /// Per stream: the fraction of tokens whose largest final output sits
+    /// where the reference's does (a task head's prediction agreement).
+    pub agreement: Vec<f64>,
 }
 
 /// The seed of trial `k` of a study seeded `seed`.
@@ -418,14 +421,22 @@ impl<'a> Executor<'a> {
             })
             .collect();
         let mut blocks = vec![Vec::with_capacity(self.blocks.len()); streams.len() - refs];
-        self.pass(x, &streams, drift_s, trial_seed, None, &mut |_, o| {
+        let mut agreement = vec![f64::NAN; streams.len() - refs];
+        let last = self.blocks.len() - 1;
+        let l = self.graph.seq_len as usize;
+        self.pass(x, &streams, drift_s, trial_seed, None, &mut |b, o| {
             for (i, m) in blocks.iter_mut().enumerate() {
                 m.push(compare(&o[refs + i], &o[reference_of[i]]));
+                if b == last {
+                    let width = o[refs + i].len() / l.max(1);
+                    agreement[i] = argmax_agreement(&o[refs + i], &o[reference_of[i]], width);
+                }
             }
         })?;
         Ok(TrialMetrics {
             streams: streams[refs..].to_vec(),
             blocks,
+            agreement,
         })
     }
 

@@ -20,6 +20,35 @@ pub struct Metrics {
     pub snr_db: f64,
 }
 
+/// The fraction of rows (tokens) of `width` values whose largest value sits
+/// at the same index in `y` as in `y_ref` (the first of equal maxima): how
+/// often a task head predicts what the reference predicts.
+pub fn argmax_agreement(y: &[f32], y_ref: &[f32], width: usize) -> f64 {
+    assert_eq!(y.len(), y_ref.len(), "argmax_agreement: lengths differ");
+    if width == 0 || y.is_empty() {
+        return f64::NAN;
+    }
+    let argmax = |row: &[f32]| {
+        row.iter()
+            .enumerate()
+            .fold((0usize, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+                if v > bv {
+                    (i, v)
+                } else {
+                    (bi, bv)
+                }
+            })
+            .0
+    };
+    let rows = y.len() / width;
+    let same = y
+        .chunks_exact(width)
+        .zip(y_ref.chunks_exact(width))
+        .filter(|(a, b)| argmax(a) == argmax(b))
+        .count();
+    same as f64 / rows as f64
+}
+
 /// Compares `y` with `y_ref` (same length).
 pub fn compare(y: &[f32], y_ref: &[f32]) -> Metrics {
     assert_eq!(y.len(), y_ref.len(), "compare: lengths differ");
@@ -99,6 +128,14 @@ impl MetricStats {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn argmax_agreement_by_hand() {
+        // Rows: [1, 3] vs [2, 1] disagree; [5, 0] vs [4, 1] agree;
+        // [0, 0] vs [0, 0] agree (first of equal maxima): 2 of 3.
+        let y = [1.0, 3.0, 5.0, 0.0, 0.0, 0.0];
+        let r = [2.0, 1.0, 4.0, 1.0, 0.0, 0.0];
+        assert!((super::argmax_agreement(&y, &r, 2) - 2.0 / 3.0).abs() < 1e-12);
+    }
     use super::*;
 
     #[test]

@@ -60,7 +60,7 @@ pub use pcm::{
     DriftFit, DriftedArray, PairDrift, PcmArray, PcmParams, ReadNoiseDraw, ReadNoiseFit,
     WeightNoise,
 };
-pub use periphery::{MvmInfo, Periphery, PeripheryParams};
+pub use periphery::{BoundManagementScope, MvmInfo, Periphery, PeripheryParams};
 pub use study::{
     functional_study, functional_study_with, FunctionalReport, FunctionalRow, LayerAccuracy,
     StudyOptions,

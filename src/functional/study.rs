@@ -100,6 +100,13 @@ pub struct FunctionalRow {
     /// 20 log10(||y_ref|| / ||y - y_ref||).
     pub snr_db_mean: f64,
     pub snr_db_std: f64,
+    /// With a task head: the fraction of tokens whose top head output is
+    /// the FP32 reference's (prediction agreement; accuracy against labels
+    /// needs a labelled data set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agreement_mean: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agreement_std: Option<f64>,
     /// Latency of the whole sequence: the timing run without LoRA for
     /// `analog`, with LoRA for `analog+lora`.
     pub total_ns: f64,
@@ -260,6 +267,11 @@ pub fn functional_study_with(
             })
             .collect();
         let end = stats(exec.blocks().len() - 1);
+        let agreement = (!w.head.is_empty()).then(|| {
+            let v: Vec<f64> = per_trial.iter().map(|t| t.agreement[i]).collect();
+            let m = super::metrics::mean_std(&v);
+            (m.mean, m.std)
+        });
         let t = opts.drift_s[drift];
         rows.push(FunctionalRow {
             drift: format_drift_time(t),
@@ -272,6 +284,8 @@ pub fn functional_study_with(
             cosine_std: end.cosine.std,
             snr_db_mean: end.snr_db.mean,
             snr_db_std: end.snr_db.std,
+            agreement_mean: agreement.map(|a| a.0),
+            agreement_std: agreement.map(|a| a.1),
             total_ns: if lora {
                 timing.total_ns
             } else {
