@@ -116,6 +116,18 @@ pub fn format_drift_time(secs: f64) -> String {
     format!("{secs}s")
 }
 
+/// The reference study's inference times (REFERENCE.md §7): 0 s, 1 h, 1 d,
+/// 1 w, 1 month (30 d), 1 y (365 d) and 10 y, in seconds.
+pub const STUDY_DRIFT_S: [f64; 7] = [
+    0.0,
+    3_600.0,
+    86_400.0,
+    604_800.0,
+    2_592_000.0,
+    31_536_000.0,
+    315_360_000.0,
+];
+
 /// What to characterise. Defaults: the command's defaults (512 x 512
 /// weights of std 0.02, 320 tokens, the study's seven drift times, 10
 /// trials).
@@ -144,15 +156,7 @@ impl Default for DeviceStudy {
             cols: 512,
             weight_std: 0.02,
             tokens: 320,
-            drift_s: vec![
-                0.0,
-                3_600.0,
-                86_400.0,
-                604_800.0,
-                2_592_000.0,
-                31_536_000.0,
-                315_360_000.0,
-            ],
+            drift_s: STUDY_DRIFT_S.to_vec(),
             trials: 10,
             seed: 0,
         }

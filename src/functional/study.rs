@@ -52,15 +52,7 @@ pub struct StudyOptions {
 impl Default for StudyOptions {
     fn default() -> Self {
         StudyOptions {
-            drift_s: vec![
-                0.0,
-                3_600.0,
-                86_400.0,
-                604_800.0,
-                2_592_000.0,
-                31_536_000.0,
-                315_360_000.0,
-            ],
+            drift_s: super::device::STUDY_DRIFT_S.to_vec(),
             trials: 10,
             seed: 0,
             precision: Precision::Fp16,

@@ -32,16 +32,6 @@ const INTEGRATION_NS: [u64; 3] = [128, 256, 512];
 const TOKENS: [u32; 5] = [8, 16, 32, 64, 128];
 const RANKS: [u32; 5] = [1, 2, 4, 8, 16];
 const LAYERS: [(u32, u32); 2] = [(128, 128), (512, 128)];
-/// The study's drift times (REFERENCE.md §7).
-const DRIFT: [(&str, f64); 7] = [
-    ("0s", 0.0),
-    ("1h", 3_600.0),
-    ("1d", 86_400.0),
-    ("1w", 604_800.0),
-    ("1mo", 2_592_000.0),
-    ("1y", 31_536_000.0),
-    ("10y", 315_360_000.0),
-];
 /// Programmings per drift time in the report's accuracy figure.
 const ACC_TRIALS: usize = 3;
 
@@ -171,7 +161,7 @@ pub fn generate(
 
     // 4. Accuracy against drift time (functional mode, random weights; with
     // LoRA only when an adapter is given, so here the analog rows).
-    let drift: Vec<f64> = DRIFT.iter().map(|&(_, s)| s).collect();
+    let drift = crate::functional::device::STUDY_DRIFT_S;
     let fr = crate::functional::functional_study(arch, workload, None, &drift, ACC_TRIALS, 0)
         .map_err(|e| ReportError::Run(e.to_string()))?;
     let p = dir.join("accuracy.json");

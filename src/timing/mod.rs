@@ -25,7 +25,6 @@ use crate::mapping::Mapping;
 use crate::units::{Clock, Cycles, Ps};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 pub use tasks::{TaskGraph, TaskId};
 
@@ -53,8 +52,9 @@ impl Unit {
     }
 }
 
-/// What a job asks of its unit.
-#[derive(Debug, Clone, PartialEq)]
+/// What a job asks of its unit. Hashable: a pair caches the TCDM streams of
+/// the DMA and RedMule jobs it has seen, keyed by their work.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Work {
     /// A zero-time join of dependencies.
     None,
@@ -382,94 +382,7 @@ struct Pair {
     /// The TCDM streams of the DMA and RedMule jobs seen so far, with their
     /// ideal cycles: jobs repeat (same shapes, same buffers) from one token
     /// group to the next.
-    prepared: HashMap<JobKey, (Arc<PreparedStream>, u64), BuildHasherDefault<JobHasher>>,
-}
-
-/// What a DMA or RedMule job's TCDM stream depends on besides the pair's
-/// architecture and clock.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum JobKey {
-    Dma {
-        bytes: u64,
-        tcdm_addr: u64,
-        into_tcdm: bool,
-        ext_bytes_per_cycle: u64,
-        ext_latency: Ps,
-    },
-    RedMule {
-        m: u64,
-        n: u64,
-        k: u64,
-        operands: Operands,
-        program_cycles: u64,
-    },
-}
-
-impl JobKey {
-    fn of(work: &Work) -> JobKey {
-        match *work {
-            Work::Dma {
-                bytes,
-                tcdm_addr,
-                into_tcdm,
-                ext_bytes_per_cycle,
-                ext_latency,
-            } => JobKey::Dma {
-                bytes,
-                tcdm_addr,
-                into_tcdm,
-                ext_bytes_per_cycle,
-                ext_latency,
-            },
-            Work::RedMule {
-                m,
-                n,
-                k,
-                operands,
-                program_cycles,
-            } => JobKey::RedMule {
-                m,
-                n,
-                k,
-                operands,
-                program_cycles,
-            },
-            _ => unreachable!("only DMA and RedMule jobs touch the arbiter"),
-        }
-    }
-}
-
-/// A fast hasher for [`JobKey`]s, a few integers (FxHash's mixing step).
-#[derive(Default)]
-struct JobHasher(u64);
-
-impl JobHasher {
-    fn add(&mut self, x: u64) {
-        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-impl Hasher for JobHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.add(b as u64);
-        }
-    }
-    fn write_u8(&mut self, x: u8) {
-        self.add(x as u64);
-    }
-    fn write_u32(&mut self, x: u32) {
-        self.add(x as u64);
-    }
-    fn write_u64(&mut self, x: u64) {
-        self.add(x);
-    }
-    fn write_usize(&mut self, x: usize) {
-        self.add(x as u64);
-    }
+    prepared: HashMap<Work, (Arc<PreparedStream>, u64), rustc_hash::FxBuildHasher>,
 }
 
 /// Distinct jobs a pair keeps prepared streams of; past it the cache starts
@@ -495,8 +408,7 @@ impl Pair {
     /// The job's TCDM stream, prepared for the arbiter, and its ideal
     /// cycles (one beat per cycle, no conflict).
     fn prepared(&mut self, work: &Work) -> (Arc<PreparedStream>, u64) {
-        let key = JobKey::of(work);
-        if let Some((s, ideal)) = self.prepared.get(&key) {
+        if let Some((s, ideal)) = self.prepared.get(work) {
             return (Arc::clone(s), *ideal);
         }
         let (phases, master) = self.phases(work);
@@ -505,7 +417,7 @@ impl Pair {
         if self.prepared.len() >= PREPARED_CAP {
             self.prepared.clear();
         }
-        self.prepared.insert(key, (Arc::clone(&s), ideal));
+        self.prepared.insert(work.clone(), (Arc::clone(&s), ideal));
         (s, ideal)
     }
 
