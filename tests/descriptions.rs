@@ -17,7 +17,14 @@ fn paper_ron_is_the_default_architecture() {
 
 #[test]
 fn every_bundled_workload_loads() {
-    for f in ["mobilebert", "bert_base", "bert_large", "llama3_8b", "tiny"] {
+    for f in [
+        "mobilebert",
+        "bert_base",
+        "bert_large",
+        "llama3_8b",
+        "minilm_l6",
+        "tiny",
+    ] {
         let w = config::load_workload(&root(&format!("workloads/{f}.ron")))
             .unwrap_or_else(|e| panic!("{f}: {e}"));
         assert!(w.num_layers >= 1, "{f}");

@@ -6,6 +6,7 @@ mod descriptions;
 mod functional;
 mod functional_weights;
 mod layer;
+mod minilm_assets;
 mod sweep;
 mod trace;
 mod workload;
