@@ -4,8 +4,7 @@
 use aimcsim::adapter::{self, AdapterError};
 use aimcsim::config::{self, Architecture};
 use aimcsim::fit::{fit, largest_fitting_tokens};
-use safetensors::tensor::{Dtype, TensorView};
-use std::collections::HashMap;
+use safetensors::tensor::Dtype;
 use std::path::Path;
 use std::process::Command;
 
@@ -18,29 +17,23 @@ fn tiny() -> config::Workload {
 fn write_peft(dir: &Path, config: &str, modules: &[(&str, [usize; 2], [usize; 2])]) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("adapter_config.json"), config).unwrap();
-    let mut data: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut tensors = Vec::new();
     for (m, a, b) in modules {
-        data.push((
+        let zeros = |s: &[usize; 2]| vec![0.0f32; s[0] * s[1]];
+        tensors.push((
             format!("{m}.lora_A.weight"),
+            Dtype::F16,
             a.to_vec(),
-            vec![0u8; a[0] * a[1] * 2],
+            zeros(a),
         ));
-        data.push((
+        tensors.push((
             format!("{m}.lora_B.weight"),
+            Dtype::F16,
             b.to_vec(),
-            vec![0u8; b[0] * b[1] * 2],
+            zeros(b),
         ));
     }
-    let views: HashMap<String, TensorView> = data
-        .iter()
-        .map(|(n, s, d)| {
-            (
-                n.clone(),
-                TensorView::new(Dtype::F16, s.clone(), d).unwrap(),
-            )
-        })
-        .collect();
-    safetensors::serialize_to_file(views, None, &dir.join("adapter_model.safetensors")).unwrap();
+    crate::common::write_safetensors(&dir.join("adapter_model.safetensors"), &tensors);
 }
 
 const CFG: &str = r#"{"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["query", "value", "dense"],

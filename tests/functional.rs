@@ -13,8 +13,7 @@ use aimcsim::functional::{
 };
 use aimcsim::graph::{Graph, Node};
 use aimcsim::mapping::{Mapping, Placement};
-use safetensors::tensor::{Dtype, TensorView};
-use std::collections::HashMap;
+use safetensors::tensor::Dtype;
 use std::ops::Range;
 use std::path::Path;
 
@@ -359,29 +358,11 @@ fn fp16_rounding_and_metrics_of_known_vectors() {
 fn write_peft(dir: &Path, config: &str, tensors: &[(&str, Dtype, [usize; 2], Vec<f32>)]) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("adapter_config.json"), config).unwrap();
-    let data: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
+    let tensors: Vec<_> = tensors
         .iter()
-        .map(|(n, d, s, v)| {
-            let bytes: Vec<u8> = match d {
-                Dtype::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                Dtype::F16 => v
-                    .iter()
-                    .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
-                    .collect(),
-                Dtype::BF16 => v
-                    .iter()
-                    .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
-                    .collect(),
-                _ => unreachable!(),
-            };
-            (n.to_string(), *d, s.to_vec(), bytes)
-        })
+        .map(|(n, d, s, v)| (n.to_string(), *d, s.to_vec(), v.clone()))
         .collect();
-    let views: HashMap<String, TensorView> = data
-        .iter()
-        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
-        .collect();
-    safetensors::serialize_to_file(views, None, &dir.join("adapter_model.safetensors")).unwrap();
+    crate::common::write_safetensors(&dir.join("adapter_model.safetensors"), &tensors);
 }
 
 const Q: &str = "base_model.model.encoder.layer.0.attention.self.query";

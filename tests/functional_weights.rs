@@ -13,39 +13,14 @@ use aimcsim::functional::{
 };
 use aimcsim::graph::{Graph, Node};
 use aimcsim::mapping::Mapping;
-use safetensors::tensor::{Dtype, TensorView};
-use std::collections::HashMap;
+use safetensors::tensor::Dtype;
 use std::path::{Path, PathBuf};
 
 /// (name, dtype, shape, values).
 type T = (String, Dtype, Vec<usize>, Vec<f32>);
 
 fn write_st(path: &Path, tensors: &[T]) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let data: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
-        .iter()
-        .map(|(n, d, s, v)| {
-            let bytes: Vec<u8> = match d {
-                Dtype::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                Dtype::F64 => v.iter().flat_map(|x| (*x as f64).to_le_bytes()).collect(),
-                Dtype::F16 => v
-                    .iter()
-                    .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
-                    .collect(),
-                Dtype::BF16 => v
-                    .iter()
-                    .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
-                    .collect(),
-                _ => unreachable!(),
-            };
-            (n.clone(), *d, s.clone(), bytes)
-        })
-        .collect();
-    let views: HashMap<String, TensorView> = data
-        .iter()
-        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
-        .collect();
-    safetensors::serialize_to_file(views, None, path).unwrap();
+    crate::common::write_safetensors(path, tensors);
 }
 
 /// Multiples of 1/128 in [-1/8, 1/8]: exact in F16, unsymmetric in (i, j).

@@ -2,6 +2,7 @@
 
 mod adapter;
 mod cli;
+mod common;
 mod descriptions;
 mod functional;
 mod functional_weights;
