@@ -16,5 +16,6 @@ pub mod hw;
 pub mod mapping;
 pub mod report;
 pub mod sweep;
+pub mod task;
 pub mod timing;
 pub mod units;

@@ -1,6 +1,7 @@
 //! Integration tests, one module per topic.
 
 mod adapter;
+mod adapter_export;
 mod cli;
 mod common;
 mod descriptions;
@@ -9,5 +10,7 @@ mod functional_weights;
 mod layer;
 mod minilm_assets;
 mod sweep;
+mod task_math;
+mod task_text;
 mod trace;
 mod workload;

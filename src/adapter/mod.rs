@@ -4,6 +4,8 @@
 //! rank and scaling (`rank_pattern`, `alpha_pattern`, `use_rslora`), and
 //! matches the modules to a workload's projections.
 
+pub mod export;
+
 use crate::config::{BlockKind, Op, Workload};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};

@@ -40,6 +40,7 @@ pub mod metrics;
 pub mod ops;
 pub mod pcm;
 pub mod periphery;
+pub mod rrr;
 pub mod rng;
 pub mod study;
 pub mod tile;
