@@ -10,6 +10,7 @@ use aimcsim::timing::summary::{self, LayerQuery, LayerReport, RunReport};
 use aimcsim::timing::TimingOptions;
 use aimcsim::units::{parse_time, Ps};
 use clap::{Args, Parser, Subcommand};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -195,6 +196,8 @@ enum Command {
         /// Seed of weights, inputs and noise.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        #[command(flatten)]
+        task: TaskArgs,
     },
     /// Benchmarks.
     #[command(subcommand)]
@@ -210,6 +213,70 @@ enum Command {
         #[arg(value_parser = ["arch", "workload"])]
         which: Option<String>,
     },
+}
+
+/// Options of `functional` on a workload with a `task` section (a labelled
+/// text task); refused on other workloads.
+#[derive(Args)]
+struct TaskArgs {
+    /// Where the "analog+lora" rows' adapter comes from: `calibrated`
+    /// (fitted to each trial's chip), `robust` (one adapter fitted over
+    /// several other chips) or `none` [default: calibrated; `--adapter`
+    /// gives a PEFT adapter instead].
+    #[arg(long, value_parser = ["none", "calibrated", "robust"])]
+    lora: Option<String>,
+    /// Rank of the fitted adapters [default: the workload's LoRA rank].
+    #[arg(long)]
+    rank: Option<usize>,
+    /// A rank sweep: fit and evaluate each of these ranks at --sweep-drift.
+    #[arg(long, value_delimiter = ',', value_name = "R,R,...")]
+    ranks: Option<Vec<usize>>,
+    /// The drift time of the rank sweep [default: 1y].
+    #[arg(long, value_name = "TIME")]
+    sweep_drift: Option<String>,
+    /// Train sentences a LoRA fit runs [default: 1000].
+    #[arg(long, value_name = "N")]
+    calibration_sentences: Option<usize>,
+    /// The drift time a chip is calibrated at [default: 0s].
+    #[arg(long, value_name = "TIME")]
+    calibrate_at: Option<String>,
+    /// Chips of the robust fit [default: 4].
+    #[arg(long, value_name = "N")]
+    chips: Option<usize>,
+    /// Ridge of the LoRA regression, relative to the mean input power [default: 1].
+    #[arg(long)]
+    ridge: Option<f64>,
+    /// Evaluate on the first N test sentences only [default: all 1,000].
+    #[arg(long, value_name = "N")]
+    test_sentences: Option<usize>,
+    /// Write the main rows' adapter (trial 0's when calibrated) as a PEFT
+    /// directory.
+    #[arg(long, value_name = "DIR")]
+    export_adapter: Option<PathBuf>,
+}
+
+impl TaskArgs {
+    /// The first option given, for the error on a workload without a task.
+    fn any_given(&self) -> Option<&'static str> {
+        [
+            (self.lora.is_some(), "--lora"),
+            (self.rank.is_some(), "--rank"),
+            (self.ranks.is_some(), "--ranks"),
+            (self.sweep_drift.is_some(), "--sweep-drift"),
+            (
+                self.calibration_sentences.is_some(),
+                "--calibration-sentences",
+            ),
+            (self.calibrate_at.is_some(), "--calibrate-at"),
+            (self.chips.is_some(), "--chips"),
+            (self.ridge.is_some(), "--ridge"),
+            (self.test_sentences.is_some(), "--test-sentences"),
+            (self.export_adapter.is_some(), "--export-adapter"),
+        ]
+        .into_iter()
+        .find(|(given, _)| *given)
+        .map(|(_, name)| name)
+    }
 }
 
 #[derive(Subcommand)]
@@ -394,6 +461,246 @@ fn functional_table(r: &aimcsim::functional::FunctionalReport) -> String {
     ));
     s.push_str("Errors are against the digital FP32 reference on the same inputs; mean ± std over trials.\n");
     s
+}
+
+/// `functional` on a task workload.
+fn run_task(
+    arch: &aimcsim::config::Architecture,
+    w: &Workload,
+    adapter: Option<&Path>,
+    drift_s: Vec<f64>,
+    trials: usize,
+    seed: u64,
+    a: &TaskArgs,
+) -> Result<aimcsim::task::TaskReport, Failure> {
+    use aimcsim::task::{LoraMode, TaskOptions};
+    let one_time = |opt: &str, v: &Option<String>, default: f64| -> Result<f64, Failure> {
+        match v {
+            None => Ok(default),
+            Some(s) => match aimcsim::functional::parse_drift_times(s)
+                .map_err(|e| bad(format!("{opt}: {e}")))?
+                .as_slice()
+            {
+                [t] => Ok(*t),
+                _ => Err(bad(format!("{opt}: one drift time, not a list"))),
+            },
+        }
+    };
+    let d = TaskOptions::default();
+    let lora = match (adapter, a.lora.as_deref()) {
+        (Some(_), Some(m)) => {
+            return Err(bad(format!(
+                "--lora {m} and --adapter: give one (--adapter evaluates a given adapter)"
+            )))
+        }
+        (Some(dir), None) => {
+            let ad = aimcsim::adapter::load(dir).map_err(|e| bad(e.to_string()))?;
+            let m = aimcsim::adapter::match_workload(&ad, w).map_err(|e| bad(e.to_string()))?;
+            LoraMode::Adapter(
+                aimcsim::functional::LoraWeights::from_peft(&ad, &m)
+                    .map_err(|e| bad(e.to_string()))?,
+            )
+        }
+        (None, Some("none")) => LoraMode::None,
+        (None, Some("robust")) => LoraMode::Robust,
+        (None, _) => LoraMode::Calibrated,
+    };
+    let opts = TaskOptions {
+        drift_s,
+        trials,
+        seed,
+        lora,
+        rank: a.rank.unwrap_or(w.lora.rank as usize),
+        sweep_ranks: a.ranks.clone().unwrap_or_default(),
+        sweep_drift_s: one_time("--sweep-drift", &a.sweep_drift, d.sweep_drift_s)?,
+        calibration_sentences: a.calibration_sentences.unwrap_or(d.calibration_sentences),
+        calibrate_at_s: one_time("--calibrate-at", &a.calibrate_at, d.calibrate_at_s)?,
+        robust_chips: a.chips.unwrap_or(d.robust_chips),
+        ridge: a.ridge.unwrap_or(d.ridge),
+        test_sentences: a.test_sentences,
+        progress: std::io::stderr().is_terminal(),
+        ..d
+    };
+    if let Some(dir) = &a.export_adapter {
+        if matches!(opts.lora, LoraMode::None) {
+            return Err(bad(
+                "--export-adapter: there is no adapter with --lora none",
+            ));
+        }
+        if dir.exists() {
+            return Err(bad(format!(
+                "--export-adapter: {} already exists; choose a new directory",
+                dir.display()
+            )));
+        }
+    }
+    let r = aimcsim::task::task_study(arch, w, &opts).map_err(|e| bad(e.to_string()))?;
+    if let (Some(dir), Some(l)) = (&a.export_adapter, &r.adapter) {
+        export_adapter(dir, l, w, &r)?;
+    }
+    Ok(r)
+}
+
+fn task_table(r: &aimcsim::task::TaskReport) -> String {
+    let mut t = Table::new(
+        format!(
+            "{} on {}: {} test sentences ({} tokens), {} trials, seed {}, PMCA in {}; LoRA {} at rank {}",
+            r.workload,
+            r.architecture,
+            r.test_sentences,
+            r.test_tokens,
+            r.trials,
+            r.seed,
+            r.pmca_precision,
+            r.lora,
+            r.rank
+        ),
+        &["drift", "variant", "accuracy %", "agreement %", "cosine", "LoRA gain (pts)", "latency (ns)"],
+    );
+    let pct = |m: f64, s: f64| format!("{:.1} ± {:.1}", 100.0 * m, 100.0 * s);
+    for row in &r.rows {
+        t.row(vec![
+            row.drift.clone(),
+            row.variant.clone(),
+            pct(row.accuracy_mean, row.accuracy_std),
+            pct(row.agreement_mean, row.agreement_std),
+            format!("{:.4}", row.cosine_mean),
+            match (row.gain_mean, row.gain_std) {
+                (Some(m), Some(s)) => format!("{:+.1} ± {:.1}", 100.0 * m, 100.0 * s),
+                _ => String::new(),
+            },
+            format!("{:.0}", row.total_ns),
+        ]);
+    }
+    let mut s = t.render();
+    if !r.rank_sweep.is_empty() {
+        let mut t = Table::new(
+            format!(
+                "Rank sweep at {} ({} trials)",
+                r.rank_sweep[0].drift, r.trials
+            ),
+            &[
+                "rank",
+                "accuracy %",
+                "agreement %",
+                "LoRA gain (pts)",
+                "adapter params",
+                "adapter bytes (FP16)",
+                "peak TCDM bytes",
+                "fits TCDM",
+                "latency (ns)",
+            ],
+        );
+        for row in &r.rank_sweep {
+            t.row(vec![
+                row.rank.to_string(),
+                pct(row.accuracy_mean, row.accuracy_std),
+                pct(row.agreement_mean, row.agreement_std),
+                format!(
+                    "{:+.1} ± {:.1}",
+                    100.0 * row.gain_mean,
+                    100.0 * row.gain_std
+                ),
+                row.adapter_params.to_string(),
+                row.adapter_bytes.to_string(),
+                row.peak_tcdm_bytes.to_string(),
+                if row.fits_tcdm { "yes" } else { "no" }.into(),
+                format!("{:.0}", row.total_ns),
+            ]);
+        }
+        s.push_str(&t.render());
+    }
+    s.push_str(&format!(
+        "Task head: logistic regression (L2 {}) on the digital embeddings of {} train sentences (train accuracy {:.1} %).\n",
+        r.head_l2,
+        r.train_sentences,
+        100.0 * r.head_train_accuracy
+    ));
+    if r.adapter_params > 0 {
+        s.push_str(&format!(
+            "Adapter: {} projections, {} parameters ({} bytes in FP16){}; mean fit time {:.0} ms.\n",
+            r.adapted_projections,
+            r.adapter_params,
+            r.adapter_bytes,
+            if r.calibration_sentences > 0 {
+                format!(
+                    ", fitted on {} calibration sentences ({} tokens) at {}",
+                    r.calibration_sentences, r.calibration_tokens, r.calibrate_at
+                )
+            } else {
+                String::new()
+            },
+            r.fit_wall_ms
+        ));
+    }
+    s.push_str(&format!(
+        "Same mapping ({} tokens): {:.1} ns with LoRA, {:.1} ns without, {} tiles, peak TCDM {} of {} bytes ({}).\n",
+        r.seq_len,
+        r.total_ns,
+        r.baseline_ns,
+        r.tiles,
+        r.peak_tcdm_bytes,
+        r.tcdm_capacity_bytes,
+        if r.fits_tcdm { "fits" } else { "does not fit" }
+    ));
+    s.push_str(&format!(
+        "Accuracy: mean ± std over trials; an accuracy on {} sentences has a standard error of about {:.1} points. Agreement: sentences predicted as the digital model does (paired). Wall time {:.0} s.\n",
+        r.test_sentences,
+        100.0 * (0.25 / r.test_sentences.max(1) as f64).sqrt(),
+        r.wall_s
+    ));
+    s
+}
+
+/// Writes `l` as a PEFT directory (module paths from the checkpoint).
+fn export_adapter(
+    dir: &Path,
+    l: &aimcsim::functional::LoraWeights,
+    w: &Workload,
+    r: &aimcsim::task::TaskReport,
+) -> Result<(), Failure> {
+    use aimcsim::adapter::export::{checkpoint_path, write_peft, ExportMeta};
+    let st = aimcsim::functional::weights_st::SafetensorsWeights::open(w)
+        .map_err(|e| bad(format!("--export-adapter: {e}")))?;
+    let mut provenance = serde_json::Map::new();
+    for (k, v) in [
+        (
+            "method",
+            serde_json::json!(format!("hardware-aware LoRA, {}", r.lora)),
+        ),
+        ("rank", serde_json::json!(r.rank)),
+        ("architecture", serde_json::json!(r.architecture)),
+        ("seed", serde_json::json!(r.seed)),
+        (
+            "calibration_sentences",
+            serde_json::json!(r.calibration_sentences),
+        ),
+        (
+            "calibration_tokens",
+            serde_json::json!(r.calibration_tokens),
+        ),
+        ("calibrate_at", serde_json::json!(r.calibrate_at)),
+        ("robust_chips", serde_json::json!(r.robust_chips)),
+        (
+            "chip",
+            serde_json::json!(if r.lora == "calibrated" {
+                "trial 0"
+            } else {
+                "any"
+            }),
+        ),
+    ] {
+        provenance.insert(k.into(), v);
+    }
+    let meta = ExportMeta {
+        base_model: st.file().parent().map(|p| p.display().to_string()),
+        task_type: Some("FEATURE_EXTRACTION".into()),
+        provenance,
+        overwrite: false,
+    };
+    let paths = checkpoint_path(&st);
+    let written = write_peft(dir, l, w, &paths, &meta);
+    written.map_err(|e| bad(format!("--export-adapter: {e}")))
 }
 
 fn fit_table(r: &aimcsim::fit::FitReport) -> String {
@@ -795,6 +1102,7 @@ fn real_main(cli: Cli) -> Result<u8, Failure> {
             drift,
             trials,
             seed,
+            task,
         } => {
             let arch = load_arch(c, &arch_sets)?;
             let w = load_workload(c, &work_sets)?;
@@ -802,6 +1110,22 @@ fn real_main(cli: Cli) -> Result<u8, Failure> {
                 .map_err(|e| bad(format!("--drift: {e}")))?;
             if *trials == 0 {
                 return Err(bad("--trials: must be at least 1"));
+            }
+            if w.task.is_some() {
+                let r = run_task(&arch, &w, adapter.as_deref(), drift_s, *trials, *seed, task)?;
+                let text = match fmt {
+                    Format::Json => report::to_json(&r),
+                    Format::Csv => report::to_csv(&r.rows),
+                    Format::Table => task_table(&r),
+                };
+                emit(c, &text)?;
+                return Ok(0);
+            }
+            if let Some(opt) = task.any_given() {
+                return Err(bad(format!(
+                    "{opt}: only for a workload with a `task` section (workload `{}` has none)",
+                    w.name
+                )));
             }
             let adapter = match adapter {
                 Some(dir) => {

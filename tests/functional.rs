@@ -191,6 +191,7 @@ fn a_split_matrix_through_ideal_tiles_is_the_plain_product() {
                 Stream::Analog {
                     lora: false,
                     drift: 0,
+                    chip: 0,
                 },
                 Stream::Reference { lora: false },
             ],
@@ -241,10 +242,12 @@ fn a_known_lora_branch_adds_exactly_scaling_x_a_b() {
                 Stream::Analog {
                     lora: true,
                     drift: 0,
+                    chip: 0,
                 },
                 Stream::Analog {
                     lora: false,
                     drift: 0,
+                    chip: 0,
                 },
                 Stream::Reference { lora: true },
             ],

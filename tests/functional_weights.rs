@@ -357,9 +357,15 @@ fn an_ideal_analog_forward_is_the_hand_product_with_the_files_gamma_and_beta() {
     )
     .3;
     let beta = &get(&ts, "bert.encoder.layer.0.attention.output.LayerNorm.bias").3;
+    let bq = &get(&ts, "bert.encoder.layer.0.attention.self.query.bias").3;
     let x = graph_input(3, l, m);
-    // By hand: Y = X W (bias ignored), then LayerNorm per token.
-    let y = product(&x, &wq, l, m, m);
+    // By hand: Y = X W + b, then LayerNorm per token.
+    let mut y = product(&x, &wq, l, m, m);
+    for row in y.chunks_exact_mut(m) {
+        row.iter_mut().zip(bq).for_each(|(v, &b)| *v += b as f64);
+    }
+    // The bias is there to be added: not all zeros.
+    assert!(bq.iter().any(|&b| b != 0.0));
     let mut expect = vec![0.0f64; l * m];
     for r in 0..l {
         let row = &y[r * m..(r + 1) * m];
@@ -385,6 +391,7 @@ fn an_ideal_analog_forward_is_the_hand_product_with_the_files_gamma_and_beta() {
                 Stream::Analog {
                     lora: false,
                     drift: 0,
+                    chip: 0,
                 },
                 Stream::Reference { lora: false },
             ],
@@ -416,7 +423,8 @@ fn the_study_reads_the_workloads_file() {
     let r = functional_study(&Architecture::default(), &w, None, &[0.0, 3600.0], 2, 1).unwrap();
     assert!(r.weights.contains("model.safetensors"), "{}", r.weights);
     assert!(
-        r.weights.contains("13 projections, 4 norms"),
+        r.weights
+            .contains("13 projections (5 with a bias), 4 norms"),
         "{}",
         r.weights
     );

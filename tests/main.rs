@@ -10,6 +10,7 @@ mod functional_weights;
 mod layer;
 mod minilm_assets;
 mod sweep;
+mod task_e2e;
 mod task_math;
 mod task_text;
 mod trace;

@@ -8,12 +8,11 @@
 //! `scripts/fetch-assets.sh`, then
 //! `cargo test --release --test main minilm -- --include-ignored`.
 
-use aimcsim::config::{self, WeightsSpec};
+use aimcsim::config;
 use aimcsim::functional::weights_st::SafetensorsWeights;
 use aimcsim::functional::WeightSource;
 use aimcsim::graph::{Graph, NodeKind};
 use aimcsim::hw::snitch::Kernel;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 fn root(p: &str) -> PathBuf {
@@ -62,14 +61,14 @@ fn expected_tensor(op: &str, layer: Option<u32>) -> String {
 #[ignore = "needs scripts/fetch-assets.sh"]
 fn minilm_checkpoint_resolves_every_projection_and_norm() {
     let file = asset("minilm/model.safetensors");
-    let mut w = config::load_workload(&root("workloads/minilm_l6.ron")).unwrap();
-    assert!(w.weights.is_none(), "the bundled file names no weights");
-    w.weights = Some(Box::new(WeightsSpec {
-        file: file.clone(),
-        layers: None,
-        names: BTreeMap::new(),
-    }));
-    w.validate().unwrap();
+    let w = config::load_workload(&root("workloads/minilm_l6.ron")).unwrap();
+    // The bundled file names the cached checkpoint through `$ASSETS`.
+    let spec = w
+        .weights
+        .as_deref()
+        .expect("the bundled file names its weights");
+    assert_eq!(spec.file, Path::new("$ASSETS/minilm/model.safetensors"));
+    assert_eq!(config::expand_assets(&spec.file), file);
     let st = SafetensorsWeights::open(&w).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(st.file(), file.as_path());
 

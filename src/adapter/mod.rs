@@ -2,7 +2,7 @@
 //! (`adapter_config.json` + `adapter_model.safetensors`). Reads the
 //! configuration and the tensors' shapes, resolves each adapted module's
 //! rank and scaling (`rank_pattern`, `alpha_pattern`, `use_rslora`), and
-//! matches the modules to a workload's projections.
+//! matches the modules to a workload's projections. [`export`] writes them.
 
 pub mod export;
 
@@ -229,14 +229,20 @@ pub struct Matched {
 }
 
 /// Matches adapter modules to the workload's projections: a module matches
-/// the projection whose name, with a trailing `.dense` of the module's path
-/// ignored, is the longest dot-suffix of the path, in the layer the path
-/// names (or the embedding/head block when it names none).
+/// the projection whose name is the longest dot-suffix of the path, or of
+/// the path without a trailing `.dense`, in the layer the path names (or
+/// the embedding/head block when it names none).
 pub fn match_workload(a: &Adapter, w: &Workload) -> Result<Vec<Matched>, AdapterError> {
     let file = a.dir.join("adapter_model.safetensors");
     let mut out = Vec::new();
     for m in &a.modules {
-        let path = m.path.strip_suffix(".dense").unwrap_or(&m.path);
+        // BERT's `attention.output.dense` is `attention.output.dense` in
+        // workloads named after Hugging Face (bert_base, minilm_l6) and
+        // `attention.output` in shorter ones (tiny): try both spellings.
+        let stripped = m.path.strip_suffix(".dense");
+        let hit = |name: &str| {
+            key_matches(&m.path, name) || stripped.is_some_and(|s| key_matches(s, name))
+        };
         let mut best: Option<(BlockKind, &str, u32, u32)> = None;
         for (kind, ops) in w.blocks() {
             if (kind == BlockKind::Layer) != m.layer.is_some() {
@@ -250,7 +256,7 @@ pub fn match_workload(a: &Adapter, w: &Workload) -> Result<Vec<Matched>, Adapter
                     ..
                 } = op
                 {
-                    if key_matches(path, name) && best.is_none_or(|b| name.len() > b.1.len()) {
+                    if hit(name) && best.is_none_or(|b| name.len() > b.1.len()) {
                         best = Some((kind, name, *in_features, *out_features));
                     }
                 }

@@ -6,11 +6,11 @@ pub mod architecture;
 pub mod workload;
 
 pub use architecture::{Architecture, LinkFormat, Schedule};
-pub use workload::{BlockKind, LoraSpec, ModelKind, Op, Targets, WeightsSpec, Workload};
+pub use workload::{BlockKind, LoraSpec, ModelKind, Op, Targets, TaskSpec, WeightsSpec, Workload};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The bundled MobileBERT description, the default workload.
 pub const DEFAULT_WORKLOAD_RON: &str = include_str!("../../workloads/mobilebert.ron");
@@ -89,13 +89,43 @@ pub fn load_workload(path: &Path) -> Result<Workload, ConfigError> {
     let text = read(path)?;
     let file = path.display().to_string();
     let mut w = parse_workload(&file, &text)?;
-    if let Some(ws) = &mut w.weights {
-        if ws.file.is_relative() {
-            let dir = path.parent().unwrap_or(Path::new(""));
-            ws.file = dir.join(&ws.file);
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let resolve = |p: &mut PathBuf| {
+        if p.is_relative() && !p.starts_with(ASSETS) {
+            *p = dir.join(&*p);
         }
+    };
+    if let Some(ws) = &mut w.weights {
+        resolve(&mut ws.file);
+    }
+    if let Some(t) = &mut w.task {
+        resolve(&mut t.tokenizer);
+        resolve(&mut t.data);
     }
     Ok(w)
+}
+
+/// The leading path component that stands for the asset cache.
+pub const ASSETS: &str = "$ASSETS";
+
+/// The asset cache of `scripts/fetch-assets.sh`:
+/// `$AIMCSIM_ASSETS`, else `$HOME/.cache/aimcsim/assets`.
+pub fn assets_dir() -> PathBuf {
+    match std::env::var_os("AIMCSIM_ASSETS") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => {
+            let home = std::env::var_os("HOME").unwrap_or_default();
+            PathBuf::from(home).join(".cache/aimcsim/assets")
+        }
+    }
+}
+
+/// `p` with a leading `$ASSETS` component replaced by [`assets_dir`].
+pub fn expand_assets(p: &Path) -> PathBuf {
+    match p.strip_prefix(ASSETS) {
+        Ok(rest) => assets_dir().join(rest),
+        Err(_) => p.to_path_buf(),
+    }
 }
 
 /// Parses and validates workload text (`file` names it in errors).

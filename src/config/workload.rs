@@ -49,6 +49,37 @@ pub struct Workload {
     /// (Boxed: keeps `Workload` small where it is held by value.)
     #[serde(default)]
     pub weights: Option<Box<WeightsSpec>>,
+    /// A labelled text task for `aimcsim functional` (needs `weights`):
+    /// `None` (the default) measures output error on random inputs.
+    #[serde(default)]
+    pub task: Option<Box<TaskSpec>>,
+}
+
+/// Sentence classification on real text, as `aimcsim functional` runs it
+/// (see `task::study`): sentences are tokenised, looked up in the
+/// checkpoint's embedding tables (word + position + token type 0), run
+/// through the graph one sentence per sequence, mean-pooled over their
+/// tokens and L2-normalised; a logistic-regression head trained on the
+/// digital embeddings of the train split classifies them.
+///
+/// ```ron
+/// task: Some((
+///     tokenizer: "$ASSETS/minilm/tokenizer.json",
+///     data: "$ASSETS/sentiment",
+/// )),
+/// ```
+///
+/// Paths as for [`WeightsSpec::file`]; a leading `$ASSETS` is the asset
+/// cache of `scripts/fetch-assets.sh`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// A Hugging Face `tokenizer.json` (its padding is turned off).
+    pub tokenizer: PathBuf,
+    /// The directory holding the UCI Sentiment Labelled Sentences as
+    /// `imdb.json`, `yelp.json` and `amazon.json` (1,000 `{text, class}`
+    /// items each), split as `task::data` documents.
+    pub data: PathBuf,
 }
 
 /// A safetensors checkpoint (e.g. a Hugging Face `model.safetensors`)
@@ -348,6 +379,12 @@ impl Workload {
             ));
         }
         check_block(BlockKind::Head, &self.head, layer_out)?;
+        if self.task.is_some() && self.weights.is_none() {
+            return Err(
+                "task: a text task needs the checkpoint's embedding tables: add a `weights` section"
+                    .into(),
+            );
+        }
         if let Some(ws) = &self.weights {
             if ws.file.as_os_str().is_empty() {
                 return Err("weights.file: must name a .safetensors file".into());

@@ -14,7 +14,10 @@
 //! name, row block, column block), then drifted to each drift time in turn
 //! (GDC per tile, as the tile model does). Token groups of `t` tokens (the
 //! mapping's group size) go through the tile one batch each, so bound
-//! management sees what the hardware's group sees. Each tile's output is
+//! management sees what the hardware's group sees; when the tile's outputs
+//! do not depend on the grouping (bound management per token, no weight
+//! redraw per pass: [`AnalogTile::batch_invariant`]), larger batches go
+//! through at once, which changes only the order of the noise draws. Each tile's output is
 //! converted to FP16 (the post-ADC affine scale writes FP16 to the TCDM);
 //! the owner PMCA adds the row blocks' partial sums in row-block order, one
 //! FP16 add at a time. Streams at the same drift time, with and without
@@ -36,6 +39,24 @@
 //! programmed one block at a time (column blocks in parallel), never
 //! whole. The caller sees each block instance's output (embedding, every
 //! layer, head) through a callback and keeps what it needs.
+//!
+//! Sequences: a pass runs one or more token sequences back to back (the
+//! `seqs` lengths of [`Tokens`]); every per-token operation sees them as one
+//! stream of tokens (a tile's token group may span two sentences, as on the
+//! hardware's token stream), attention only within each sequence. Linear
+//! biases ([`WeightSource::bias`]) are added by the owner PMCA after the row
+//! blocks' partial sums (FP16 in the analog streams).
+//!
+//! Chips: analog streams with different `chip` numbers read independently
+//! programmed tiles (chip 0 is the trial's own programming), so one pass
+//! can see several chips in lockstep (the noise-robust LoRA fit needs all
+//! chips' data at a projection before the next projection runs).
+//!
+//! Fitting hook: [`Executor::fit_pass`] calls back at every LoRA branch
+//! with the projection's input and output in every stream, before the
+//! branch runs; a module the callback returns is used from then on in the
+//! streams with LoRA on (so each projection's fit sees the corrected
+//! outputs of the projections before it).
 //!
 //! Determinism: every tile has its own stream; column blocks and streams
 //! run in parallel but combine in a fixed order, so results are
@@ -112,8 +133,8 @@ impl ExecConfig {
 pub enum Stream {
     /// The digital FP32 reference.
     Reference { lora: bool },
-    /// The mapped hardware at `drift_s[drift]`.
-    Analog { lora: bool, drift: usize },
+    /// The mapped hardware at `drift_s[drift]`, programmed as chip `chip`.
+    Analog { lora: bool, drift: usize, chip: u32 },
 }
 
 impl Stream {
@@ -126,6 +147,29 @@ impl Stream {
         matches!(self, Stream::Analog { .. })
     }
 }
+
+/// Token sequences run back to back: `x` is `sum(seqs) x width` row-major.
+#[derive(Debug, Clone, Copy)]
+pub struct Tokens<'x> {
+    pub x: &'x [f32],
+    /// The sequence lengths, in order (each at least 1).
+    pub seqs: &'x [usize],
+}
+
+/// What the fitting hook sees at a LoRA branch: the adapted projection's
+/// input (`x`, tokens x in) and output before LoRA (`y`, tokens x out) in
+/// every stream of the pass, in stream order.
+pub struct FitSite<'s> {
+    pub node: &'s Node,
+    pub in_features: usize,
+    pub out_features: usize,
+    pub x: &'s [Vec<f32>],
+    pub y: &'s [Vec<f32>],
+}
+
+/// Called at every LoRA branch of a fitting pass; returns the module to use
+/// there (or none).
+pub type FitHook<'h> = dyn FnMut(&FitSite<'_>) -> Result<Option<LoraModule>, ExecError> + 'h;
 
 /// Where a node input comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -360,12 +404,14 @@ impl<'a> Executor<'a> {
     /// unit RMS there. The scales then hold for every stream and trial.
     pub fn calibrate_nonorm(&mut self, x: &[f32]) -> Result<(), ExecError> {
         let mut scales = vec![1.0f32; self.graph.g.node_count()];
+        let seqs = [self.graph.seq_len as usize];
         self.pass(
-            x,
+            Tokens { x, seqs: &seqs },
             &[Stream::Reference { lora: false }],
             &[],
             0,
             Some(&mut scales),
+            None,
             &mut |_, _| {},
         )?;
         self.nonorm_scale = scales;
@@ -381,14 +427,65 @@ impl<'a> Executor<'a> {
         drift_s: &[f64],
         trial_seed: u64,
     ) -> Result<Vec<Vec<f32>>, ExecError> {
+        let seqs = [self.graph.seq_len as usize];
+        self.run(Tokens { x, seqs: &seqs }, streams, drift_s, trial_seed)
+    }
+
+    /// Runs `streams` on the token sequences of `input` and returns each
+    /// stream's final output (`tokens x out_width`).
+    pub fn run(
+        &self,
+        input: Tokens<'_>,
+        streams: &[Stream],
+        drift_s: &[f64],
+        trial_seed: u64,
+    ) -> Result<Vec<Vec<f32>>, ExecError> {
         let last = self.blocks.len() - 1;
         let mut out = Vec::new();
-        self.pass(x, streams, drift_s, trial_seed, None, &mut |b, o| {
-            if b == last {
-                out = o.to_vec();
-            }
-        })?;
+        self.pass(
+            input,
+            streams,
+            drift_s,
+            trial_seed,
+            None,
+            None,
+            &mut |b, o| {
+                if b == last {
+                    out = o.to_vec();
+                }
+            },
+        )?;
         Ok(out)
+    }
+
+    /// A pass that fits LoRA modules as it goes (see the module header):
+    /// `hook` sees every LoRA branch in graph order; the modules it returns
+    /// are applied to the streams with LoRA on from that branch onwards and
+    /// are returned, with each stream's final output.
+    pub fn fit_pass(
+        &self,
+        input: Tokens<'_>,
+        streams: &[Stream],
+        drift_s: &[f64],
+        trial_seed: u64,
+        hook: &mut FitHook<'_>,
+    ) -> Result<(LoraWeights, Vec<Vec<f32>>), ExecError> {
+        let last = self.blocks.len() - 1;
+        let mut out = Vec::new();
+        let fitted = self.pass(
+            input,
+            streams,
+            drift_s,
+            trial_seed,
+            None,
+            Some(hook),
+            &mut |b, o| {
+                if b == last {
+                    out = o.to_vec();
+                }
+            },
+        )?;
+        Ok((fitted, out))
     }
 
     /// One trial: a reference per LoRA setting in `variants` (false = LoRA
@@ -408,7 +505,11 @@ impl<'a> Executor<'a> {
         let refs = streams.len();
         for d in 0..drift_s.len() {
             for &lora in variants {
-                streams.push(Stream::Analog { lora, drift: d });
+                streams.push(Stream::Analog {
+                    lora,
+                    drift: d,
+                    chip: 0,
+                });
             }
         }
         let reference_of: Vec<usize> = streams[refs..]
@@ -424,15 +525,25 @@ impl<'a> Executor<'a> {
         let mut agreement = vec![f64::NAN; streams.len() - refs];
         let last = self.blocks.len() - 1;
         let l = self.graph.seq_len as usize;
-        self.pass(x, &streams, drift_s, trial_seed, None, &mut |b, o| {
-            for (i, m) in blocks.iter_mut().enumerate() {
-                m.push(compare(&o[refs + i], &o[reference_of[i]]));
-                if b == last {
-                    let width = o[refs + i].len() / l.max(1);
-                    agreement[i] = argmax_agreement(&o[refs + i], &o[reference_of[i]], width);
+        let seqs = [l];
+        let input = Tokens { x, seqs: &seqs };
+        self.pass(
+            input,
+            &streams,
+            drift_s,
+            trial_seed,
+            None,
+            None,
+            &mut |b, o| {
+                for (i, m) in blocks.iter_mut().enumerate() {
+                    m.push(compare(&o[refs + i], &o[reference_of[i]]));
+                    if b == last {
+                        let width = o[refs + i].len() / l.max(1);
+                        agreement[i] = argmax_agreement(&o[refs + i], &o[reference_of[i]], width);
+                    }
                 }
-            }
-        })?;
+            },
+        )?;
         Ok(TrialMetrics {
             streams: streams[refs..].to_vec(),
             blocks,
@@ -448,30 +559,46 @@ impl<'a> Executor<'a> {
         }
     }
 
-    fn module(&self, node: &Node) -> Option<&'a LoraModule> {
-        self.lora
-            .and_then(|l| l.get(node.block, node.layer, &node.op_name))
+    /// The module adapting `node`'s projection: a fitted one, else the
+    /// executor's adapter's.
+    fn module<'m>(&self, node: &Node, fitted: &'m LoraWeights) -> Option<&'m LoraModule>
+    where
+        'a: 'm,
+    {
+        fitted
+            .get(node.block, node.layer, &node.op_name)
+            .or_else(|| {
+                self.lora
+                    .and_then(|l| l.get(node.block, node.layer, &node.op_name))
+            })
     }
 
     /// The core loop: every node in order for every stream; `sink` sees
     /// each block instance's output (per stream).
+    #[allow(clippy::too_many_arguments)]
     fn pass(
         &self,
-        x: &[f32],
+        input_tokens: Tokens<'_>,
         streams: &[Stream],
         drift_s: &[f64],
         trial_seed: u64,
         mut calib: Option<&mut Vec<f32>>,
+        mut hook: Option<&mut FitHook<'_>>,
         sink: &mut dyn FnMut(usize, &[Vec<f32>]),
-    ) -> Result<(), ExecError> {
-        let l = self.graph.seq_len as usize;
+    ) -> Result<LoraWeights, ExecError> {
+        let Tokens { x, seqs } = input_tokens;
+        let l: usize = seqs.iter().sum();
         let width = self.graph.input_width as usize;
+        if seqs.is_empty() || seqs.contains(&0) {
+            return bad("the input needs at least one sequence, each of at least one token");
+        }
         if x.len() != l * width {
             return bad(format!(
                 "the input has {} values for {l} tokens x {width} features",
                 x.len()
             ));
         }
+        let mut fitted = LoraWeights::new("fitted");
         if x.iter().any(|v| !v.is_finite()) {
             return bad("the input holds a value that is not finite");
         }
@@ -520,7 +647,41 @@ impl<'a> Executor<'a> {
                     }),
                 })
                 .collect::<Result<_, _>>()?;
-            let outs = self.step(n, &ins, streams, drift_s, trial_seed, calib.as_deref_mut())?;
+            if let (Some(h), NodeKind::LoraDown { .. }) =
+                (hook.as_deref_mut(), &self.graph.g[n].kind)
+            {
+                let mvm = mvm_of(self.graph, n);
+                let mnode = &self.graph.g[mvm];
+                if let (
+                    NodeKind::StaticMvm {
+                        in_features,
+                        out_features,
+                    },
+                    Some(y),
+                ) = (&mnode.kind, vals[mvm.index()].as_deref())
+                {
+                    let site = FitSite {
+                        node: mnode,
+                        in_features: *in_features as usize,
+                        out_features: *out_features as usize,
+                        x: ins[0],
+                        y,
+                    };
+                    if let Some(md) = h(&site)? {
+                        fitted.insert(mnode.block, mnode.layer, &mnode.op_name, md)?;
+                    }
+                }
+            }
+            let outs = self.step(
+                n,
+                &ins,
+                Tokens { x, seqs },
+                streams,
+                drift_s,
+                trial_seed,
+                calib.as_deref_mut(),
+                &fitted,
+            )?;
             if let Some(b) = self.block_output[n.index()] {
                 sink(b, &outs);
             }
@@ -539,21 +700,25 @@ impl<'a> Executor<'a> {
                 input = None;
             }
         }
-        Ok(())
+        Ok(fitted)
     }
 
     /// One node for every stream.
+    #[allow(clippy::too_many_arguments)]
     fn step(
         &self,
         n: NodeIndex,
         ins: &[&[Vec<f32>]],
+        input: Tokens<'_>,
         streams: &[Stream],
         drift_s: &[f64],
         trial_seed: u64,
         calib: Option<&mut Vec<f32>>,
+        fitted: &LoraWeights,
     ) -> Result<Vec<Vec<f32>>, ExecError> {
+        let seqs = input.seqs;
         let node = &self.graph.g[n];
-        let l = self.graph.seq_len as usize;
+        let l: usize = seqs.iter().sum();
         let per_stream = |f: &(dyn Fn(usize, Stream, Precision) -> Result<Vec<f32>, ExecError>
                                 + Sync)| {
             streams
@@ -564,10 +729,10 @@ impl<'a> Executor<'a> {
         };
         match node.kind {
             NodeKind::StaticMvm { .. } => {
-                self.static_mvm(n, node, ins[0], streams, drift_s, trial_seed)
+                self.static_mvm(n, node, ins[0], l, streams, drift_s, trial_seed)
             }
             NodeKind::LoraDown { in_features, .. } => {
-                let module = self.module(node);
+                let module = self.module(node, fitted);
                 let m = in_features as usize;
                 let Some(md) = module else {
                     return Ok(vec![Vec::new(); streams.len()]);
@@ -605,7 +770,7 @@ impl<'a> Executor<'a> {
             NodeKind::LoraUp { out_features, .. } => {
                 let nout = out_features as usize;
                 let (xa, y) = (ins[0], ins[1]);
-                let module = self.module(node);
+                let module = self.module(node, fitted);
                 let b16 = module.map(|md| {
                     let mut b: Vec<f32> = md.b.iter().map(|v| v * md.scaling).collect();
                     self.cfg.precision.round(&mut b);
@@ -639,14 +804,26 @@ impl<'a> Executor<'a> {
                 let (h, kh, d) = (heads as usize, kv_heads as usize, head_dim as usize);
                 let causal = self.graph.causal;
                 per_stream(&|s, _, p| {
-                    Ok(ops::attention_scores(
-                        p, &ins[0][s], &ins[1][s], l, h, kh, d, causal,
-                    ))
+                    let mut out = Vec::with_capacity(h * seqs.iter().map(|n| n * n).sum::<usize>());
+                    let mut t0 = 0;
+                    for &li in seqs {
+                        let q = &ins[0][s][t0 * h * d..(t0 + li) * h * d];
+                        let k = &ins[1][s][t0 * kh * d..(t0 + li) * kh * d];
+                        out.extend(ops::attention_scores(p, q, k, li, h, kh, d, causal));
+                        t0 += li;
+                    }
+                    Ok(out)
                 })
             }
-            NodeKind::AttnSoftmax { .. } => per_stream(&|s, _, p| {
+            NodeKind::AttnSoftmax { heads, .. } => per_stream(&|s, _, p| {
+                // Scores are heads x li x li per sequence, back to back.
                 let mut v = ins[0][s].clone();
-                ops::softmax_rows(p, &mut v, l);
+                let mut at = 0;
+                for &li in seqs {
+                    let n = heads as usize * li * li;
+                    ops::softmax_rows(p, &mut v[at..at + n], li);
+                    at += n;
+                }
                 Ok(v)
             }),
             NodeKind::AttnContext {
@@ -656,9 +833,16 @@ impl<'a> Executor<'a> {
             } => {
                 let (h, kh, d) = (heads as usize, kv_heads as usize, head_dim as usize);
                 per_stream(&|s, _, p| {
-                    Ok(ops::attention_context(
-                        p, &ins[0][s], &ins[1][s], l, h, kh, d,
-                    ))
+                    let mut out = Vec::with_capacity(l * h * d);
+                    let (mut t0, mut at) = (0, 0);
+                    for &li in seqs {
+                        let pm = &ins[0][s][at..at + h * li * li];
+                        let v = &ins[1][s][t0 * kh * d..(t0 + li) * kh * d];
+                        out.extend(ops::attention_context(p, pm, v, li, h, kh, d));
+                        t0 += li;
+                        at += h * li * li;
+                    }
+                    Ok(out)
                 })
             }
             NodeKind::Elementwise { kernel, width } => {
@@ -733,11 +917,13 @@ impl<'a> Executor<'a> {
 
     /// A static MVM for every stream: the reference as an FP32 product
     /// (block by block), the analog streams through one tile per block.
+    #[allow(clippy::too_many_arguments)]
     fn static_mvm(
         &self,
         n: NodeIndex,
         node: &Node,
         x: &[Vec<f32>],
+        l: usize,
         streams: &[Stream],
         drift_s: &[f64],
         trial_seed: u64,
@@ -750,13 +936,34 @@ impl<'a> Executor<'a> {
             unreachable!("static_mvm on a static MVM")
         };
         let (m, nout) = (in_features as usize, out_features as usize);
-        let l = self.graph.seq_len as usize;
         let t = (self.map.tokens as usize).clamp(1, l.max(1));
+        let bias = self.weights.bias(node)?;
+        if let Some(b) = &bias {
+            if b.len() != nout {
+                return bad(format!(
+                    "{}: the weight source gave a bias of {} values for {nout} outputs",
+                    node.name,
+                    b.len()
+                ));
+            }
+            if let Some(k) = b.iter().position(|v| !v.is_finite()) {
+                return bad(format!("{}: bias {k} is {}", node.name, b[k]));
+            }
+        }
+        // Chips in the pass, in increasing order.
+        let mut chips: Vec<u32> = streams
+            .iter()
+            .filter_map(|s| match s {
+                Stream::Analog { chip, .. } => Some(*chip),
+                Stream::Reference { .. } => None,
+            })
+            .collect();
+        chips.sort_unstable();
+        chips.dedup();
         let (rows, cols) = self.tiling[n.index()]
             .as_ref()
             .expect("every MVM has its tiling");
         let h = name_tag(&node.name);
-        let analog = streams.iter().any(|s| s.is_analog());
         let per_col = cols
             .par_iter()
             .enumerate()
@@ -792,30 +999,42 @@ impl<'a> Executor<'a> {
                             parts[s] = gemm::matmul(l, mr, nc, &xs[s], &w);
                         }
                     }
-                    if analog {
-                        let seed = rng::stream_seed(trial_seed, &[h, r as u64, c as u64]);
+                    for &chip in &chips {
+                        let seed = match chip {
+                            0 => rng::stream_seed(trial_seed, &[h, r as u64, c as u64]),
+                            k => rng::stream_seed(
+                                trial_seed,
+                                &[h, r as u64, c as u64, tag::CHIP, k as u64],
+                            ),
+                        };
                         let mut tile =
                             AnalogTile::program(self.cfg.spec, &self.cfg.analog, &w, mr, nc, seed)?;
                         for (d, &ts) in drift_s.iter().enumerate() {
                             let users: Vec<usize> = streams
                                 .iter()
                                 .enumerate()
-                                .filter(|(_, s)| matches!(s, Stream::Analog { drift, .. } if *drift == d))
+                                .filter(|(_, s)| {
+                                    matches!(s, Stream::Analog { drift, chip: k, .. } if *drift == d && *k == chip)
+                                })
                                 .map(|(i, _)| i)
                                 .collect();
                             if users.is_empty() {
                                 continue;
                             }
                             tile.drift_to(ts)?;
-                            for (i, &s) in users.iter().enumerate() {
-                                let mut y = vec![0.0f32; l * nc];
-                                if i + 1 < users.len() {
+                            // Each stream reads its own copy of the drifted
+                            // tile (the same state, the same noise streams).
+                            let ys = users
+                                .par_iter()
+                                .map(|&s| -> Result<Vec<f32>, ExecError> {
                                     let mut copy = tile.clone();
+                                    let mut y = vec![0.0f32; l * nc];
                                     forward_groups(&mut copy, &xs[s], mr, nc, t, &mut y)?;
-                                } else {
-                                    forward_groups(&mut tile, &xs[s], mr, nc, t, &mut y)?;
-                                }
-                                self.cfg.precision.round(&mut y);
+                                    self.cfg.precision.round(&mut y);
+                                    Ok(y)
+                                })
+                                .collect::<Result<Vec<_>, _>>()?;
+                            for (&s, y) in users.iter().zip(ys) {
                                 parts[s] = y;
                             }
                         }
@@ -827,6 +1046,15 @@ impl<'a> Executor<'a> {
                             acc[s].iter_mut().zip(&part).for_each(|(a, &b)| *a += b);
                             self.precision(streams[s]).round(&mut acc[s]);
                         }
+                    }
+                }
+                if let Some(b) = &bias {
+                    let b = &b[cr.clone()];
+                    for (s, a) in acc.iter_mut().enumerate() {
+                        for row in a.chunks_exact_mut(nc) {
+                            row.iter_mut().zip(b).for_each(|(v, &bv)| *v += bv);
+                        }
+                        self.precision(streams[s]).round(a);
                     }
                 }
                 Ok(acc)
@@ -845,7 +1073,13 @@ impl<'a> Executor<'a> {
     }
 }
 
-/// `x` (L x m) through `tile` one token group of `t` at a time.
+/// Tokens per tile call when the split does not change the outputs'
+/// distribution ([`AnalogTile::batch_invariant`]): large enough that the
+/// GEMM's packing of W is amortised, small enough to bound the scratch.
+const INVARIANT_BATCH: usize = 512;
+
+/// `x` (L x m) through `tile` one token group of `t` at a time (or of
+/// [`INVARIANT_BATCH`] tokens when the tile is batch-invariant).
 fn forward_groups(
     tile: &mut AnalogTile,
     x: &[f32],
@@ -855,6 +1089,11 @@ fn forward_groups(
     out: &mut [f32],
 ) -> Result<(), ExecError> {
     let l = out.len() / n.max(1);
+    let t = if tile.batch_invariant() {
+        t.max(INVARIANT_BATCH)
+    } else {
+        t
+    };
     let mut g0 = 0;
     while g0 < l {
         let g1 = (g0 + t).min(l);

@@ -251,45 +251,17 @@ pub fn no_norm(p: Precision, x: &[f32], width: usize, gamma: &[f32], beta: &[f32
     out
 }
 
-/// The error function, to better than 1e-15 absolute: for |x| < 2.5 the
-/// series `erf x = 2/sqrt(pi) e^{-x^2} sum_n 2^n x^{2n+1} / (1 3 ...
-/// (2n+1))` (all terms positive: no cancellation), above it Laplace's
-/// continued fraction for erfc, 1 beyond 6 (erfc 6 < 2.2e-17).
+/// The error function (libm's, musl's rational approximations, within
+/// 1 ulp in f64). GELU evaluates it once per activation, so a series that
+/// needs dozens of terms would dominate a forward pass.
 pub fn erf(x: f64) -> f64 {
-    let a = x.abs();
-    let two_over_sqrt_pi = std::f64::consts::FRAC_2_SQRT_PI;
-    let r = if a < 2.5 {
-        let x2 = a * a;
-        let (mut term, mut sum) = (a, a);
-        let mut n = 0.0f64;
-        while term > 1e-17 * sum {
-            n += 1.0;
-            term *= 2.0 * x2 / (2.0 * n + 1.0);
-            sum += term;
-        }
-        two_over_sqrt_pi * (-x2).exp() * sum
-    } else if a < 6.0 {
-        // erfc a = e^{-a^2}/sqrt(pi) / (a + (1/2)/(a + 1/(a + (3/2)/(a + ...)))),
-        // evaluated from the tail.
-        let mut f = 0.0f64;
-        for k in (1..=60).rev() {
-            f = (k as f64 * 0.5) / (a + f);
-        }
-        1.0 - 0.5 * two_over_sqrt_pi * (-a * a).exp() / (a + f)
-    } else {
-        1.0
-    };
-    if x < 0.0 {
-        -r
-    } else {
-        r
-    }
+    libm::erf(x)
 }
 
-/// GELU with the exact erf (BERT's `gelu`): `x Phi(x)`.
+/// GELU with the exact erf (BERT's `gelu`): `x Phi(x)`, in f32 as
+/// PyTorch computes it (libm's `erff`, within 1 ulp).
 pub fn gelu1(x: f32) -> f32 {
-    let x = x as f64;
-    (0.5 * x * (1.0 + erf(x * std::f64::consts::FRAC_1_SQRT_2))) as f32
+    0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
 /// SiLU: `x / (1 + e^{-x})`.

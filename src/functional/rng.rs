@@ -35,6 +35,8 @@ pub mod tag {
     pub const INPUTS: u64 = 8;
     /// One programming trial of a study.
     pub const TRIAL: u64 = 9;
+    /// Another chip of a pass (chip 0 uses the trial's own streams).
+    pub const CHIP: u64 = 10;
 }
 
 /// SplitMix64's finaliser: a bijective 64-bit mixer with full avalanche, so

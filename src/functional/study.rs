@@ -235,7 +235,7 @@ pub fn functional_study_with(
     let first = &per_trial[0];
     let mut rows = Vec::with_capacity(first.streams.len());
     for (i, stream) in first.streams.iter().enumerate() {
-        let super::executor::Stream::Analog { lora, drift } = *stream else {
+        let super::executor::Stream::Analog { lora, drift, .. } = *stream else {
             unreachable!("trial metrics hold analog streams")
         };
         let stats = |b: usize| {

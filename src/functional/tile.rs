@@ -313,6 +313,23 @@ impl AnalogTile {
         Ok(out)
     }
 
+    /// Whether splitting a batch into smaller batches leaves every token's
+    /// output distribution unchanged: true unless weights are redrawn per
+    /// forward pass (`Gaussian` model, or read noise `PerForward`) or bound
+    /// management re-runs whole batches (`Batch` scope). Only the order of
+    /// the noise draws, not their distribution, then depends on the split.
+    pub fn batch_invariant(&self) -> bool {
+        let pcm = &self.params.pcm;
+        let redraw = match pcm.model {
+            WeightNoise::Gaussian => true,
+            WeightNoise::Pcm => pcm.read_noise_draw == ReadNoiseDraw::PerForward,
+            WeightNoise::Ideal => false,
+        };
+        !redraw
+            && self.params.periphery.bound_management_scope
+                == super::periphery::BoundManagementScope::Token
+    }
+
     /// As [`forward`](Self::forward), into `out` (tokens x n); says how
     /// many bound-management passes the batch took.
     pub fn forward_into(

@@ -59,6 +59,11 @@ pub trait WeightSource: Sync {
         rows: Range<usize>,
         cols: Range<usize>,
     ) -> Result<Vec<f32>, FunctionalError>;
+    /// The static MVM `node`'s bias (`out` values), added digitally after
+    /// the tile; `None` when the projection has none.
+    fn bias(&self, _node: &Node) -> Result<Option<Vec<f32>>, FunctionalError> {
+        Ok(None)
+    }
     /// The affine parameters of the norm `node` of `width` features.
     fn norm(&self, node: &Node, width: usize) -> Result<NormAffine, FunctionalError>;
     /// Should each NoNorm be rescaled so that its output has unit RMS in

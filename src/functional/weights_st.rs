@@ -26,10 +26,10 @@
 //! (`"lm_head": "model.embed_tokens"`).
 //!
 //! Conventions: PyTorch's `nn.Linear.weight` is `out x in`; the executor's
-//! W is `in x out`, so blocks are served transposed. Linear biases are not
-//! read: the graph has no bias operation (the timing model counts a
-//! projection's bias add as negligible digital work), and the FP32
-//! reference omits them too, so accuracy compares like with like. A Norm's
+//! W is `in x out`, so blocks are served transposed. A Linear's bias
+//! `<M>.bias`, where the file has one, is served by [`WeightSource::bias`]:
+//! the owner PMCA adds it digitally after the ADC (the timing model counts
+//! that add as negligible digital work). A Norm's
 //! gamma is `<M>.weight` (or `.gamma`), its beta `<M>.bias` (or `.beta`),
 //! 0 when the file has neither (RMSNorm). F32, F16 and BF16 tensors are
 //! converted to f32.
@@ -162,6 +162,8 @@ pub struct SafetensorsWeights {
     /// Graph node -> its `out x in` tensor.
     matrices: HashMap<String, Arc<Raw>>,
     norms: HashMap<String, NormAffine>,
+    /// Graph node -> its Linear bias (`out`), where the checkpoint has one.
+    biases: HashMap<String, Vec<f32>>,
     /// Graph node -> the tensor(s) it reads, for reports and tests.
     tensors: BTreeMap<String, String>,
 }
@@ -375,7 +377,7 @@ impl SafetensorsWeights {
     /// the description's directory).
     pub fn open_spec(spec: &WeightsSpec, w: &Workload) -> Result<SafetensorsWeights, WeightsError> {
         w.validate().map_err(WeightsError::Workload)?;
-        let path = spec.file.clone();
+        let path = crate::config::expand_assets(&spec.file);
         let file = path.display().to_string();
         let io = |e: std::io::Error| WeightsError::Io {
             file: file.clone(),
@@ -492,6 +494,7 @@ impl SafetensorsWeights {
             file: path.clone(),
             matrices: HashMap::new(),
             norms: HashMap::new(),
+            biases: HashMap::new(),
             tensors: BTreeMap::new(),
         };
         for (k, want) in wants.iter().enumerate() {
@@ -649,6 +652,11 @@ impl SafetensorsWeights {
                 WantShape::Linear(m, n) => {
                     let raw = load(wname, vec![n, m])?;
                     out.matrices.insert(want.node.clone(), raw);
+                    if let Some(b) = bname {
+                        let mut v = Vec::with_capacity(n);
+                        load(b, vec![n])?.decode(0..n, &mut v);
+                        out.biases.insert(want.node.clone(), v);
+                    }
                     out.tensors.insert(want.node.clone(), wname.to_string());
                 }
                 WantShape::Norm(width) => {
@@ -697,9 +705,10 @@ impl SafetensorsWeights {
 impl WeightSource for SafetensorsWeights {
     fn describe(&self) -> String {
         format!(
-            "safetensors {}: {} projections, {} norms (Linear biases not read)",
+            "safetensors {}: {} projections ({} with a bias), {} norms",
             self.file.display(),
             self.matrices.len(),
+            self.biases.len(),
             self.norms.len()
         )
     }
@@ -737,6 +746,10 @@ impl WeightSource for SafetensorsWeights {
             }
         }
         Ok(out)
+    }
+
+    fn bias(&self, node: &crate::graph::Node) -> Result<Option<Vec<f32>>, FunctionalError> {
+        Ok(self.biases.get(&node.name).cloned())
     }
 
     fn norm(&self, node: &crate::graph::Node, width: usize) -> Result<NormAffine, FunctionalError> {

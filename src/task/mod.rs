@@ -5,4 +5,8 @@
 pub mod data;
 pub mod embed;
 pub mod logreg;
+pub mod study;
 pub mod tokenize;
+
+pub use data::TaskError;
+pub use study::{task_study, LoraMode, TaskOptions, TaskReport};

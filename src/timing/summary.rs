@@ -180,6 +180,7 @@ pub fn layer_workload(q: &LayerQuery, with_lora: bool) -> Workload {
             },
         },
         weights: None,
+        task: None,
     }
 }
 
