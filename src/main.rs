@@ -234,6 +234,9 @@ struct TaskArgs {
     /// The drift time of the rank sweep [default: 1y].
     #[arg(long, value_name = "TIME")]
     sweep_drift: Option<String>,
+    /// Trials of the rank sweep [default: --trials].
+    #[arg(long, value_name = "N")]
+    sweep_trials: Option<usize>,
     /// Train sentences a LoRA fit runs [default: 1000].
     #[arg(long, value_name = "N")]
     calibration_sentences: Option<usize>,
@@ -263,6 +266,7 @@ impl TaskArgs {
             (self.rank.is_some(), "--rank"),
             (self.ranks.is_some(), "--ranks"),
             (self.sweep_drift.is_some(), "--sweep-drift"),
+            (self.sweep_trials.is_some(), "--sweep-trials"),
             (
                 self.calibration_sentences.is_some(),
                 "--calibration-sentences",
@@ -513,6 +517,7 @@ fn run_task(
         rank: a.rank.unwrap_or(w.lora.rank as usize),
         sweep_ranks: a.ranks.clone().unwrap_or_default(),
         sweep_drift_s: one_time("--sweep-drift", &a.sweep_drift, d.sweep_drift_s)?,
+        sweep_trials: a.sweep_trials,
         calibration_sentences: a.calibration_sentences.unwrap_or(d.calibration_sentences),
         calibrate_at_s: one_time("--calibrate-at", &a.calibrate_at, d.calibrate_at_s)?,
         robust_chips: a.chips.unwrap_or(d.robust_chips),
@@ -622,13 +627,16 @@ fn task_table(r: &aimcsim::task::TaskReport) -> String {
             r.adapted_projections,
             r.adapter_params,
             r.adapter_bytes,
-            if r.calibration_sentences > 0 {
-                format!(
-                    ", fitted on {} calibration sentences ({} tokens) at {}",
-                    r.calibration_sentences, r.calibration_tokens, r.calibrate_at
-                )
-            } else {
-                String::new()
+            match (r.calibration_sentences, r.robust_chips) {
+                (0, _) => String::new(),
+                (n, 0) => format!(
+                    ", fitted to each trial's chip on {n} calibration sentences ({} tokens) at {}",
+                    r.calibration_tokens, r.calibrate_at
+                ),
+                (n, chips) => format!(
+                    ", fitted once on {n} calibration sentences ({} tokens) over {chips} other chips at every drift time",
+                    r.calibration_tokens
+                ),
             },
             r.fit_wall_ms
         ));

@@ -103,6 +103,8 @@ pub struct TaskOptions {
     pub sweep_ranks: Vec<usize>,
     /// The drift time of the rank sweep, seconds.
     pub sweep_drift_s: f64,
+    /// Trials of the rank sweep (`None`: `trials`).
+    pub sweep_trials: Option<usize>,
     /// Train sentences the LoRA fit runs (the first ones of the split).
     pub calibration_sentences: usize,
     /// The drift time a chip is calibrated at, seconds.
@@ -131,7 +133,8 @@ impl Default for TaskOptions {
             lora: LoraMode::Calibrated,
             rank: 8,
             sweep_ranks: Vec::new(),
-            sweep_drift_s: 365.25 * 86400.0,
+            sweep_drift_s: crate::functional::device::STUDY_DRIFT_S[5],
+            sweep_trials: None,
             calibration_sentences: 1000,
             calibrate_at_s: 0.0,
             robust_chips: 4,
@@ -432,7 +435,7 @@ pub fn task_study(
     if w.weights.is_none() {
         return input("the workload's task needs a `weights` section (the checkpoint)");
     }
-    if opts.trials == 0 {
+    if opts.trials == 0 || opts.sweep_trials == Some(0) {
         return input("trials: must be at least 1");
     }
     if opts.drift_s.is_empty() {
@@ -763,15 +766,21 @@ pub fn task_study(
         }
     }
 
-    // The rank sweep at one drift time.
+    // The rank sweep at one drift time. The analog rows without LoRA, and
+    // the main rank's rows, come from the main study when it ran that drift
+    // time and trial (the same seeds give the same chips and adapters).
+    let main_d = opts.drift_s.iter().position(|&t| t == opts.sweep_drift_s);
+    let sweep_trials = opts.sweep_trials.unwrap_or(opts.trials);
+    let main_size = first_adapter.as_ref().map_or((0, 0), adapter_size);
     let mut rank_sweep = Vec::new();
     for &rank in &opts.sweep_ranks {
         say(format!(
             "rank sweep: rank {rank} at {}",
             format_drift_time(opts.sweep_drift_s)
         ));
+        let reuse_rank = rank == opts.rank && fits;
         let fixed_r = match opts.lora {
-            LoraMode::Robust => Some(fit_timed(&mut || {
+            LoraMode::Robust if !reuse_rank => Some(fit_timed(&mut || {
                 setup.fit(
                     rank,
                     opts.ridge,
@@ -780,11 +789,18 @@ pub fn task_study(
                     robust_seed,
                 )
             })?),
+            LoraMode::Robust => fixed.clone(),
             _ => None,
         };
-        let mut evals = Vec::with_capacity(opts.trials);
+        let mut evals = Vec::with_capacity(sweep_trials);
         let mut size = (0, 0);
-        for k in 0..opts.trials {
+        for k in 0..sweep_trials {
+            let from_main = main_d.and_then(|d| per_trial.get(k).map(|t| t[d]));
+            if let (true, Some((a, Some(l)))) = (reuse_rank, from_main) {
+                evals.push((a, l));
+                size = main_size;
+                continue;
+            }
             let ts = trial_seed(opts.seed, k as u64);
             let lora = match &fixed_r {
                 Some(f) => f.clone(),
@@ -800,18 +816,18 @@ pub fn task_study(
                 Some(&lora),
                 setup.exec_cfg.clone(),
             )?;
-            let streams = [
-                Stream::Analog {
+            let mut streams = vec![Stream::Analog {
+                lora: true,
+                drift: 0,
+                chip: 0,
+            }];
+            if from_main.is_none() {
+                streams.push(Stream::Analog {
                     lora: false,
                     drift: 0,
                     chip: 0,
-                },
-                Stream::Analog {
-                    lora: true,
-                    drift: 0,
-                    chip: 0,
-                },
-            ];
+                });
+            }
             let ys = exec.run(
                 Tokens {
                     x: &setup.test.batch.x,
@@ -821,7 +837,12 @@ pub fn task_study(
                 &[opts.sweep_drift_s],
                 ts,
             )?;
-            evals.push((setup.evaluate(&ys[0])?, setup.evaluate(&ys[1])?));
+            let with = setup.evaluate(&ys[0])?;
+            let without = match from_main {
+                Some((a, _)) => a,
+                None => setup.evaluate(&ys[1])?,
+            };
+            evals.push((without, with));
         }
         let t = timing_of(Some(rank))?;
         let col =
@@ -832,7 +853,7 @@ pub fn task_study(
         rank_sweep.push(RankRow {
             rank,
             drift: format_drift_time(opts.sweep_drift_s),
-            trials: opts.trials,
+            trials: sweep_trials,
             accuracy_mean: am,
             accuracy_std: asd,
             agreement_mean: gm,
@@ -847,7 +868,7 @@ pub fn task_study(
         });
     }
 
-    let (adapter_params, adapter_bytes) = first_adapter.as_ref().map_or((0, 0), adapter_size);
+    let (adapter_params, adapter_bytes) = main_size;
     let fit_wall_ms = if fit_ms.is_empty() {
         0.0
     } else {
