@@ -804,15 +804,16 @@ impl<'a> Executor<'a> {
                 let (h, kh, d) = (heads as usize, kv_heads as usize, head_dim as usize);
                 let causal = self.graph.causal;
                 per_stream(&|s, _, p| {
-                    let mut out = Vec::with_capacity(h * seqs.iter().map(|n| n * n).sum::<usize>());
-                    let mut t0 = 0;
-                    for &li in seqs {
-                        let q = &ins[0][s][t0 * h * d..(t0 + li) * h * d];
-                        let k = &ins[1][s][t0 * kh * d..(t0 + li) * kh * d];
-                        out.extend(ops::attention_scores(p, q, k, li, h, kh, d, causal));
-                        t0 += li;
-                    }
-                    Ok(out)
+                    // Sequences in parallel, concatenated in order.
+                    let parts: Vec<Vec<f32>> = seq_starts(seqs)
+                        .par_iter()
+                        .map(|&(t0, li)| {
+                            let q = &ins[0][s][t0 * h * d..(t0 + li) * h * d];
+                            let k = &ins[1][s][t0 * kh * d..(t0 + li) * kh * d];
+                            ops::attention_scores(p, q, k, li, h, kh, d, causal)
+                        })
+                        .collect();
+                    Ok(parts.concat())
                 })
             }
             NodeKind::AttnSoftmax { heads, .. } => per_stream(&|s, _, p| {
@@ -833,16 +834,25 @@ impl<'a> Executor<'a> {
             } => {
                 let (h, kh, d) = (heads as usize, kv_heads as usize, head_dim as usize);
                 per_stream(&|s, _, p| {
-                    let mut out = Vec::with_capacity(l * h * d);
-                    let (mut t0, mut at) = (0, 0);
-                    for &li in seqs {
-                        let pm = &ins[0][s][at..at + h * li * li];
-                        let v = &ins[1][s][t0 * kh * d..(t0 + li) * kh * d];
-                        out.extend(ops::attention_context(p, pm, v, li, h, kh, d));
-                        t0 += li;
-                        at += h * li * li;
-                    }
-                    Ok(out)
+                    // Scores are heads x li x li per sequence, back to back.
+                    let mut at = 0;
+                    let jobs: Vec<(usize, usize, usize)> = seq_starts(seqs)
+                        .into_iter()
+                        .map(|(t0, li)| {
+                            let j = (t0, li, at);
+                            at += h * li * li;
+                            j
+                        })
+                        .collect();
+                    let parts: Vec<Vec<f32>> = jobs
+                        .par_iter()
+                        .map(|&(t0, li, at)| {
+                            let pm = &ins[0][s][at..at + h * li * li];
+                            let v = &ins[1][s][t0 * kh * d..(t0 + li) * kh * d];
+                            ops::attention_context(p, pm, v, li, h, kh, d)
+                        })
+                        .collect();
+                    Ok(parts.concat())
                 })
             }
             NodeKind::Elementwise { kernel, width } => {
@@ -1071,6 +1081,18 @@ impl<'a> Executor<'a> {
         }
         Ok(out)
     }
+}
+
+/// (first token, length) of each sequence.
+fn seq_starts(seqs: &[usize]) -> Vec<(usize, usize)> {
+    let mut t0 = 0;
+    seqs.iter()
+        .map(|&li| {
+            let r = (t0, li);
+            t0 += li;
+            r
+        })
+        .collect()
 }
 
 /// Tokens per tile call when the split does not change the outputs'

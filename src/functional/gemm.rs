@@ -46,10 +46,24 @@ pub fn sgemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) 
     }
 }
 
-/// `a b` as a new matrix (m x n).
+/// Rows per task of [`matmul`]'s parallel split.
+const PAR_ROWS: usize = 256;
+
+/// `a b` as a new matrix (m x n). Large products are split into blocks of
+/// [`PAR_ROWS`] rows run in parallel: sgemm blocks only over k and n in a
+/// fixed way and each element's sum never depends on which other rows are
+/// in the call, so the split gives the same bits as one call (tested).
 pub fn matmul(m: usize, k: usize, n: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
+    use rayon::prelude::*;
     let mut c = vec![0.0; m * n];
-    sgemm(m, k, n, a, b, &mut c);
+    if m <= PAR_ROWS || k * n < 4096 {
+        sgemm(m, k, n, a, b, &mut c);
+        return c;
+    }
+    assert_eq!(a.len(), m * k, "matmul: a is not {m} x {k}");
+    c.par_chunks_mut(PAR_ROWS * n)
+        .zip(a.par_chunks(PAR_ROWS * k))
+        .for_each(|(cc, aa)| sgemm(aa.len() / k, k, n, aa, b, cc));
     c
 }
 
@@ -64,6 +78,33 @@ mod tests {
         let b = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0];
         assert_eq!(matmul(2, 3, 2, &a, &b), vec![4.0, 5.0, 10.0, 11.0]);
         assert_eq!(matmul(2, 0, 2, &[], &[]), vec![0.0; 4]);
+    }
+
+    #[test]
+    fn the_parallel_split_gives_the_bits_of_one_call() {
+        // Odd sizes: a partial last block and partial micro-kernel tiles.
+        let (m, k, n) = (1000, 389, 77);
+        let mut state = 12345u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        };
+        let a: Vec<f32> = (0..m * k).map(|_| next()).collect();
+        let b: Vec<f32> = (0..k * n).map(|_| next()).collect();
+        let mut one = vec![0.0; m * n];
+        sgemm(m, k, n, &a, &b, &mut one);
+        let split = matmul(m, k, n, &a, &b);
+        assert!(one
+            .iter()
+            .zip(&split)
+            .all(|(x, y)| x.to_bits() == y.to_bits()));
+        // And row by row.
+        for i in [0, 255, 256, 999] {
+            let row = matmul(1, k, n, &a[i * k..(i + 1) * k], &b);
+            assert_eq!(row, one[i * n..(i + 1) * n].to_vec());
+        }
     }
 
     #[test]

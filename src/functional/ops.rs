@@ -270,8 +270,18 @@ pub fn silu1(x: f32) -> f32 {
 }
 
 /// An element-wise function rounded to `p`.
-pub fn map(p: Precision, x: &[f32], f: impl Fn(f32) -> f32) -> Vec<f32> {
-    x.iter().map(|&v| p.round1(f(v))).collect()
+pub fn map(p: Precision, x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
+    use rayon::prelude::*;
+    // Element by element, so the split cannot change a bit.
+    let mut out = vec![0.0f32; x.len()];
+    out.par_chunks_mut(1 << 14)
+        .zip(x.par_chunks(1 << 14))
+        .for_each(|(o, x)| {
+            o.iter_mut()
+                .zip(x)
+                .for_each(|(o, &v)| *o = p.round1(f(v)))
+        });
+    out
 }
 
 /// SwiGLU: `SiLU(gate) * up`, rounded to `p`.
