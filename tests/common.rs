@@ -2,7 +2,7 @@
 
 use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Writes a safetensors file of named tensors: (name, dtype, shape, values
 /// as f32, converted to the dtype). F32, F64, F16 and BF16.
@@ -32,4 +32,16 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Dtype, Vec<usize>, Vec
         .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
         .collect();
     safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
+/// `p` under the asset cache of `scripts/fetch-assets.sh`, or a panic that
+/// says how to get it (for the `#[ignore]`d asset tests).
+pub fn asset(p: &str) -> PathBuf {
+    let path = aimcsim::config::assets_dir().join(p);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/fetch-assets.sh first",
+        path.display()
+    );
+    path
 }

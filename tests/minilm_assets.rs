@@ -19,27 +19,7 @@ fn root(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
 }
 
-/// The asset cache, as `scripts/fetch-assets.sh` chooses it.
-fn cache() -> PathBuf {
-    match std::env::var_os("AIMCSIM_ASSETS") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => {
-            let home = std::env::var_os("HOME").expect("HOME or AIMCSIM_ASSETS must be set");
-            Path::new(&home).join(".cache/aimcsim/assets")
-        }
-    }
-}
-
-/// `p`, or a panic that says how to get it.
-fn asset(p: &str) -> PathBuf {
-    let path = cache().join(p);
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/fetch-assets.sh first",
-        path.display()
-    );
-    path
-}
+use crate::common::asset;
 
 /// The Hugging Face tensor(s) each operation of the workload must read.
 fn expected_tensor(op: &str, layer: Option<u32>) -> String {

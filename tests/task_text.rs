@@ -16,27 +16,7 @@ use std::path::{Path, PathBuf};
 
 // ---------------------------------------------------------------- assets
 
-/// The asset cache, as `scripts/fetch-assets.sh` chooses it.
-fn cache() -> PathBuf {
-    match std::env::var_os("AIMCSIM_ASSETS") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => {
-            let home = std::env::var_os("HOME").expect("HOME or AIMCSIM_ASSETS must be set");
-            Path::new(&home).join(".cache/aimcsim/assets")
-        }
-    }
-}
-
-/// `p` under the cache, or a panic that says how to get it.
-fn asset(p: &str) -> PathBuf {
-    let path = cache().join(p);
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/fetch-assets.sh first",
-        path.display()
-    );
-    path
-}
+use crate::common::asset;
 
 fn json(path: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

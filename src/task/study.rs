@@ -343,6 +343,32 @@ impl Setup<'_> {
         })
     }
 
+    /// The test split through `streams` on the chip of trial seed `seed`
+    /// with adapter `lora`: each stream's figures.
+    fn run_test(
+        &self,
+        lora: Option<&LoraWeights>,
+        streams: &[Stream],
+        drift_s: &[f64],
+        seed: u64,
+    ) -> Result<Vec<Eval>, StudyError> {
+        let exec = Executor::new(
+            &self.graph,
+            &self.map,
+            self.weights,
+            lora,
+            self.exec_cfg.clone(),
+        )?;
+        let input = Tokens {
+            x: &self.test.batch.x,
+            seqs: &self.test.batch.seqs,
+        };
+        exec.run(input, streams, drift_s, seed)?
+            .iter()
+            .map(|y| self.evaluate(y))
+            .collect()
+    }
+
     /// Fits a rank-`rank` adapter by one fitting pass over the calibration
     /// sentences: the reference and the analog `streams` (LoRA on).
     fn fit(
@@ -644,13 +670,6 @@ pub fn task_study(
         if k == 0 && first_adapter.is_none() {
             first_adapter = lora.clone();
         }
-        let exec = Executor::new(
-            &setup.graph,
-            &setup.map,
-            &weights,
-            lora.as_ref(),
-            setup.exec_cfg.clone(),
-        )?;
         let mut streams = Vec::new();
         for d in 0..nd {
             streams.push(Stream::Analog {
@@ -666,26 +685,12 @@ pub fn task_study(
                 });
             }
         }
-        let ys = exec.run(
-            Tokens {
-                x: &setup.test.batch.x,
-                seqs: &setup.test.batch.seqs,
-            },
-            &streams,
-            &opts.drift_s,
-            ts,
-        )?;
+        let ev = setup.run_test(lora.as_ref(), &streams, &opts.drift_s, ts)?;
         let per = if with_lora { 2 } else { 1 };
-        let mut row = Vec::with_capacity(nd);
-        for d in 0..nd {
-            let a = setup.evaluate(&ys[d * per])?;
-            let l = if with_lora {
-                Some(setup.evaluate(&ys[d * per + 1])?)
-            } else {
-                None
-            };
-            row.push((a, l));
-        }
+        let row: Vec<TrialAt> = ev
+            .chunks_exact(per)
+            .map(|c| (c[0], c.get(1).copied()))
+            .collect();
         say(format!(
             "trial {}/{}: analog accuracy {}",
             k + 1,
@@ -809,13 +814,6 @@ pub fn task_study(
                 })?,
             };
             size = adapter_size(&lora);
-            let exec = Executor::new(
-                &setup.graph,
-                &setup.map,
-                &weights,
-                Some(&lora),
-                setup.exec_cfg.clone(),
-            )?;
             let mut streams = vec![Stream::Analog {
                 lora: true,
                 drift: 0,
@@ -828,19 +826,11 @@ pub fn task_study(
                     chip: 0,
                 });
             }
-            let ys = exec.run(
-                Tokens {
-                    x: &setup.test.batch.x,
-                    seqs: &setup.test.batch.seqs,
-                },
-                &streams,
-                &[opts.sweep_drift_s],
-                ts,
-            )?;
-            let with = setup.evaluate(&ys[0])?;
+            let ev = setup.run_test(Some(&lora), &streams, &[opts.sweep_drift_s], ts)?;
+            let with = ev[0];
             let without = match from_main {
                 Some((a, _)) => a,
-                None => setup.evaluate(&ys[1])?,
+                None => ev[1],
             };
             evals.push((without, with));
         }
