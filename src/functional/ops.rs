@@ -276,11 +276,7 @@ pub fn map(p: Precision, x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
     let mut out = vec![0.0f32; x.len()];
     out.par_chunks_mut(1 << 14)
         .zip(x.par_chunks(1 << 14))
-        .for_each(|(o, x)| {
-            o.iter_mut()
-                .zip(x)
-                .for_each(|(o, &v)| *o = p.round1(f(v)))
-        });
+        .for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, &v)| *o = p.round1(f(v))));
     out
 }
 
