@@ -12,7 +12,7 @@ use aimcsim::task::data::{load_sentiment, Sentence, Split, TaskError};
 use aimcsim::task::embed::{cosine, l2_normalize_rows, mean_pool, Batch, EmbeddingTables};
 use aimcsim::task::tokenize::TextTokenizer;
 use safetensors::tensor::Dtype;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 // ---------------------------------------------------------------- assets
 

@@ -29,19 +29,48 @@
 //! ([`LowRank::explained`]). For `lambda = 0` this needs `X` of full column
 //! rank.
 //!
-//! Computation (all f64, faer strictly sequential): `G + lambda I = L L^T`
+//! Solving is all f64, faer strictly sequential: `G + lambda I = L L^T`
 //! (Cholesky), `Z = L^-1 C`, so `F^T F = Z^T Z`. The eigendecomposition runs
 //! on the smaller of `Z^T Z` (k x k) and `Z Z^T` (m x m), which share their
 //! non-zero spectrum; `W_r = L^-T Z V_r V_r^T = L^-T U_r U_r^T Z`.
 //!
 //! [`RrrAccumulator`] collects `G`, `C` and `||E||^2` chunk by chunk (token
-//! batches, several simulated chips stacked) without keeping `X`.
+//! batches, several simulated chips stacked) without keeping `X`. Rows are
+//! folded in blocks of 256 consecutive rows (a fixed grid of global row
+//! indices): each block's `X_b^T X_b` (lower triangle) and `X_b^T E_b` are
+//! f32 GEMMs, computed in parallel over fixed output tiles of 192 x 192,
+//! and added to f64 sums; `||E||^2` is summed in f64.
 //!
-//! Determinism: faer runs with `Par::Seq`, rows are folded into the sums on
-//! a fixed grid of row indices, and singular vectors get a fixed sign, so
-//! the same rows in the same order give bit-identical factors however they
-//! were chunked and at any thread count (on the same CPU: faer picks its
-//! SIMD kernels at run time).
+//! Accuracy of the sums. Before its GEMMs a block is scaled by powers of
+//! two (exact) so that its largest `|x|` and `|e|` lie in [0.5, 1): the
+//! f32 sums never overflow (every finite input is accepted), and underflow
+//! adds at most `2^-140 max|x|^2` (`G`) or `2^-140 max|x| max|e|` (`C`,
+//! maxima over the block) to an entry, an absolute error nothing here can
+//! see (unless a whole block is below 2^-126). Every entry of a block is
+//! then an inner product of at most 256 terms summed in f32, so (Higham,
+//! Accuracy and Stability of Numerical Algorithms, Thm 3.1)
+//! `|dG_ij| <= g sum_r |x_ri| |x_rj|` and `|dC_ij| <= g sum_r |x_ri| |e_rj|`
+//! with `g = 256 u / (1 - 256 u) = 1.5e-5`, `u = 2^-24`. That is the worst
+//! case: rounding errors are random, so the typical error is about
+//! `sqrt(256) u = 1e-6` of those sums. Adding the blocks in f64 costs
+//! ~1e-16 more. On the diagonal the sum is `G_ii` itself, so `trace(G)`
+//! and `lambda` are good to `g` relative. The fit is thus the exact one for
+//! `G` and `C` perturbed by ~1e-6 relative (entry-wise, as above), far
+//! below the sampling noise of a calibration set; integer data whose
+//! scaled products and sums fit in 24 bits are summed exactly. What is
+//! computed from `G` and `C` by cancellation inherits their absolute
+//! error: the residual `||E||^2 - 2 tr(W^T C) + tr(W^T G W)` is off by at
+//! most `g sum_r (2 |x_r|^T |W| |e_r| + || |x_r|^T |W| ||^2)`, in practice
+//! by 1e-10 to 1e-8 of `||E||^2` (with f64 block sums: ~1e-16), so an
+//! exact fit now typically reports a residual of 0 (clamped) rather than
+//! ~1e-13 of `||E||^2`.
+//!
+//! Determinism: faer runs with `Par::Seq` inside each tile, rows are folded
+//! into the sums on the fixed grid of row indices, each tile of each block
+//! is computed by one thread with fixed arithmetic, and singular vectors
+//! get a fixed sign, so the same rows in the same order give bit-identical
+//! factors however they were chunked and at any thread count (on the same
+//! CPU: faer picks its SIMD kernels at run time).
 
 use faer::diag::Diag;
 use faer::dyn_stack::{MemBuffer, MemStack};
@@ -53,13 +82,19 @@ use faer::linalg::svd::{svd, svd_scratch, ComputeSvdVectors};
 use faer::linalg::triangular_solve::{
     solve_lower_triangular_in_place, solve_upper_triangular_in_place,
 };
-use faer::{Accum, Mat, MatRef, Par};
+use faer::{Accum, Mat, MatMut, MatRef, Par};
+use rayon::prelude::*;
 
 /// Rows gathered before they are folded into `G` and `C`. Folding on this
 /// fixed grid of global row indices (not at the caller's chunk boundaries)
 /// makes the f64 sums, hence the result, bit-identical however the rows
 /// were split into chunks.
 const BLOCK_ROWS: usize = 256;
+
+/// Edge of the output tiles of `G` and `C` that a block is folded into,
+/// in parallel (a fixed function of `m` and `k`, never of the thread
+/// count).
+const TILE: usize = 192;
 
 /// Why a reduced-rank fit could not be accumulated or solved.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -110,16 +145,30 @@ pub enum RrrError {
 pub struct RrrAccumulator {
     m: usize,
     k: usize,
-    /// Lower triangle of `X^T X` over the folded blocks (upper left at 0).
-    g: Mat<f64>,
-    /// `X^T E` over the folded blocks.
-    c: Mat<f64>,
-    /// `||E||^2` over every row added, summed in arrival order.
+    /// The f64 sums of `G` (lower triangle) and `C` over the folded blocks,
+    /// tile by tile.
+    tiles: Vec<Tile>,
+    /// `||E||^2` over every row added, row by row in arrival order.
     e_sq: f64,
     rows: usize,
     /// Rows added since the last fold, row-major, fewer than `BLOCK_ROWS`.
-    pend_x: Vec<f64>,
-    pend_e: Vec<f64>,
+    pend_x: Vec<f32>,
+    pend_e: Vec<f32>,
+}
+
+/// One output tile of the running sums: rows `r0..r0 + nr` and columns
+/// `c0..c0 + nc` of `G` (`cross == false`) or `C` (`cross == true`).
+#[derive(Debug, Clone)]
+struct Tile {
+    r0: usize,
+    nr: usize,
+    c0: usize,
+    nc: usize,
+    cross: bool,
+    /// A diagonal tile of `G`: only its lower triangle is computed.
+    diag: bool,
+    /// The f64 sum, column-major `nr x nc`.
+    sum: Vec<f64>,
 }
 
 /// A rank-`r` correction `W_r = A B`, with what it explains of `E`.
@@ -183,8 +232,7 @@ impl RrrAccumulator {
         Ok(Self {
             m,
             k,
-            g: Mat::zeros(m, m),
-            c: Mat::zeros(m, k),
+            tiles: tiles(m, k),
             e_sq: 0.0,
             rows: 0,
             pend_x: Vec::with_capacity(BLOCK_ROWS * m),
@@ -215,24 +263,27 @@ impl RrrAccumulator {
     /// Adds `rows` rows: `x` is n x m and `e` is n x k, both row-major. On
     /// error nothing is added.
     pub fn add(&mut self, x: &[f32], e: &[f32], rows: usize) -> Result<(), RrrError> {
+        // The caller's thread may have just run faer (e.g. a `solve`):
+        // make its SSE code below fast again ([`clear_upper_state`]).
+        clear_upper_state();
         check_matrix("x", x, rows, self.m)?;
         check_matrix("e", e, rows, self.k)?;
         let (m, k) = (self.m, self.k);
-        for r in 0..rows {
-            let xr = &x[r * m..(r + 1) * m];
-            let er = &e[r * k..(r + 1) * k];
-            self.pend_x.extend(xr.iter().map(|&v| f64::from(v)));
-            self.pend_e.extend(er.iter().map(|&v| f64::from(v)));
-            for &v in er {
-                let v = f64::from(v);
-                self.e_sq += v * v;
-            }
-            if self.pend_x.len() == BLOCK_ROWS * m {
+        for row in e.chunks_exact(k) {
+            self.e_sq += sum_sq(row);
+        }
+        let mut r = 0;
+        while r < rows {
+            let held = self.pend_x.len() / m;
+            let take = (BLOCK_ROWS - held).min(rows - r);
+            self.pend_x.extend_from_slice(&x[r * m..(r + take) * m]);
+            self.pend_e.extend_from_slice(&e[r * k..(r + take) * k]);
+            r += take;
+            if held + take == BLOCK_ROWS {
                 fold(
-                    &mut self.g,
-                    &mut self.c,
-                    &self.pend_x,
-                    &self.pend_e,
+                    &mut self.tiles,
+                    &mut self.pend_x,
+                    &mut self.pend_e,
                     BLOCK_ROWS,
                 );
                 self.pend_x.clear();
@@ -349,7 +400,8 @@ impl RrrAccumulator {
     /// `||E - X A B||^2` on the accumulated data for any factors (`a`
     /// m x rank, `b` rank x k, row-major), e.g. after rounding to FP16:
     /// `||E||^2 - 2 tr(W^T C) + tr(W^T G W)`. Clamped at 0, since the
-    /// cancellation leaves noise of order `1e-16 ||E||^2` for exact fits.
+    /// cancellation leaves the error of the f32 block sums, 1e-10 to 1e-8
+    /// of `||E||^2` in practice (module docs), for exact fits.
     pub fn residual(&self, a: &[f32], b: &[f32], rank: usize) -> Result<f64, RrrError> {
         if rank == 0 {
             return Err(RrrError::Rank {
@@ -366,15 +418,31 @@ impl RrrAccumulator {
     /// Full symmetric `G` and `C` including the pending rows (folded into
     /// copies, so that later `add` calls keep the fixed block grid).
     fn totals(&self) -> (Mat<f64>, Mat<f64>) {
-        let mut g = self.g.clone();
-        let mut c = self.c.clone();
-        let pending = self.pend_x.len() / self.m;
-        if pending > 0 {
-            fold(&mut g, &mut c, &self.pend_x, &self.pend_e, pending);
-        }
-        for j in 1..self.m {
-            for i in 0..j {
-                g[(i, j)] = g[(j, i)];
+        let (m, k) = (self.m, self.k);
+        let pending = self.pend_x.len() / m;
+        let folded = (pending > 0).then(|| {
+            let mut tiles = self.tiles.clone();
+            let mut x = self.pend_x.clone();
+            let mut e = self.pend_e.clone();
+            fold(&mut tiles, &mut x, &mut e, pending);
+            tiles
+        });
+        let tiles = folded.as_ref().unwrap_or(&self.tiles);
+        let mut g = Mat::zeros(m, m);
+        let mut c = Mat::zeros(m, k);
+        for t in tiles {
+            for j in 0..t.nc {
+                let start = if t.diag { j } else { 0 };
+                for i in start..t.nr {
+                    let v = t.sum[j * t.nr + i];
+                    let (row, col) = (t.r0 + i, t.c0 + j);
+                    if t.cross {
+                        c[(row, col)] = v;
+                    } else {
+                        g[(row, col)] = v;
+                        g[(col, row)] = v;
+                    }
+                }
             }
         }
         (g, c)
@@ -396,7 +464,7 @@ fn check_matrix(
             width,
         });
     }
-    if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+    if let Some(i) = first_non_finite(data) {
         return Err(RrrError::NonFinite {
             what,
             row: i / width,
@@ -406,24 +474,131 @@ fn check_matrix(
     Ok(())
 }
 
-/// `G += X_b^T X_b` (lower triangle) and `C += X_b^T E_b` for one block.
-fn fold(g: &mut Mat<f64>, c: &mut Mat<f64>, x: &[f64], e: &[f64], rows: usize) {
-    let m = g.nrows();
-    let k = c.ncols();
+/// Index of the first NaN or infinity in `data`, found by a branch-free
+/// (vectorisable) scan of fixed-size chunks first.
+fn first_non_finite(data: &[f32]) -> Option<usize> {
+    const CHUNK: usize = 1024;
+    let bad = |v: &f32| v.to_bits() & 0x7f80_0000 == 0x7f80_0000;
+    let chunk = data
+        .chunks(CHUNK)
+        .position(|c| c.iter().fold(false, |any, v| any | bad(v)))?;
+    let start = chunk * CHUNK;
+    data[start..].iter().position(bad).map(|i| start + i)
+}
+
+/// The tiles of `G`'s lower triangle and of `C`, a fixed function of
+/// `(m, k)`.
+fn tiles(m: usize, k: usize) -> Vec<Tile> {
+    let tile = |r0: usize, nr: usize, c0: usize, nc: usize, cross: bool| Tile {
+        r0,
+        nr,
+        c0,
+        nc,
+        cross,
+        diag: !cross && r0 == c0,
+        sum: vec![0.0; nr * nc],
+    };
+    let edges = |n: usize| (0..n).step_by(TILE).map(move |s| (s, TILE.min(n - s)));
+    let mut out = Vec::new();
+    for (r0, nr) in edges(m) {
+        for (c0, nc) in edges(m).take_while(|&(c0, _)| c0 <= r0) {
+            out.push(tile(r0, nr, c0, nc, false));
+        }
+        for (c0, nc) in edges(k) {
+            out.push(tile(r0, nr, c0, nc, true));
+        }
+    }
+    out
+}
+
+/// Folds one block of `rows` rows (`x` rows x m, `e` rows x k, row-major)
+/// into the tiles: `G += X_b^T X_b` (lower triangle), `C += X_b^T E_b`.
+///
+/// The block is first scaled by powers of two (exact) so that its largest
+/// `|x|` and `|e|` lie in [0.5, 1). Its products are then summed in f32,
+/// where they can neither overflow nor (beyond a negligible absolute
+/// error, module docs) underflow, and added to the f64 sums with the
+/// scale undone. Tiles run in parallel; each tile's arithmetic is the same
+/// on any thread. Scales `x` and `e` in place.
+fn fold(tiles: &mut [Tile], x: &mut [f32], e: &mut [f32], rows: usize) {
+    let (m, k) = (x.len() / rows, e.len() / rows);
+    let sx = normalise(x);
+    let se = normalise(e);
     let xb = MatRef::from_row_major_slice(x, rows, m);
     let eb = MatRef::from_row_major_slice(e, rows, k);
-    tri_matmul(
-        g.as_mut(),
-        BlockStructure::TriangularLower,
-        Accum::Add,
-        xb.transpose(),
-        BlockStructure::Rectangular,
-        xb,
-        BlockStructure::Rectangular,
-        1.0,
-        Par::Seq,
-    );
-    matmul(c.as_mut(), Accum::Add, xb.transpose(), eb, 1.0, Par::Seq);
+    tiles.par_iter_mut().for_each_init(Vec::new, |buf, t| {
+        let (nr, nc) = (t.nr, t.nc);
+        buf.resize(nr * nc, 0.0);
+        let out = MatMut::from_column_major_slice_mut(&mut buf[..nr * nc], nr, nc);
+        let lhs = xb.subcols(t.r0, nr).transpose();
+        let (rhs, scale) = if t.cross {
+            (eb.subcols(t.c0, nc), sx * se)
+        } else {
+            (xb.subcols(t.c0, nc), sx * sx)
+        };
+        if t.diag {
+            tri_matmul(
+                out,
+                BlockStructure::TriangularLower,
+                Accum::Replace,
+                lhs,
+                BlockStructure::Rectangular,
+                rhs,
+                BlockStructure::Rectangular,
+                1.0,
+                Par::Seq,
+            );
+        } else {
+            matmul(out, Accum::Replace, lhs, rhs, 1.0, Par::Seq);
+        }
+        clear_upper_state();
+        for j in 0..nc {
+            let start = if t.diag { j } else { 0 };
+            let src = &buf[j * nr + start..(j + 1) * nr];
+            let dst = &mut t.sum[j * nr + start..(j + 1) * nr];
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d += scale * f64::from(s);
+            }
+        }
+    });
+}
+
+/// Scales `v` (finite) in place by a power of two `2^-p` so that its
+/// largest magnitude lies in [0.5, 1), and returns `2^p`; all zeros stay
+/// as they are (returns 1). `p` is clamped to +-126 to keep the factor a
+/// normal f32, which leaves the largest magnitude in [2, 4) if it is
+/// 2^127 or more. The scaling is exact but for results below 2^-126.
+fn normalise(v: &mut [f32]) -> f64 {
+    // Finite values: the magnitude bits order like the magnitudes.
+    let max = v
+        .iter()
+        .fold(0i32, |acc, x| acc.max((x.to_bits() & 0x7fff_ffff) as i32));
+    if max == 0 {
+        return 1.0;
+    }
+    // A biased exponent b means a magnitude below 2^(b - 126).
+    let p = ((max >> 23) - 126).clamp(-126, 126);
+    let factor = f32::from_bits(((127 - p) as u32) << 23);
+    v.iter_mut().for_each(|x| *x *= factor);
+    f64::from_bits(((1023 + p) as u64) << 52)
+}
+
+/// `sum_i v_i^2` in f64, over 8 interleaved partial sums added in a fixed
+/// order (a function of the row alone).
+fn sum_sq(v: &[f32]) -> f64 {
+    let mut lanes = [0.0f64; 8];
+    let mut chunks = v.chunks_exact(8);
+    for chunk in &mut chunks {
+        for (l, &x) in lanes.iter_mut().zip(chunk) {
+            let x = f64::from(x);
+            *l += x * x;
+        }
+    }
+    for (l, &x) in lanes.iter_mut().zip(chunks.remainder()) {
+        let x = f64::from(x);
+        *l += x * x;
+    }
+    lanes.iter().sum()
 }
 
 /// `M M^T`, lower triangle only (the eigensolver reads only that half).
@@ -647,3 +822,31 @@ fn residual_of(
     }
     (e_sq - 2.0 * cross + quad).max(0.0)
 }
+
+/// Clears the upper halves of the x86 vector registers (`vzeroupper`).
+///
+/// faer's x86 GEMM kernels are hand-written assembly that return with the
+/// upper halves of the AVX-512 registers in use. Until a `vzeroupper`, the
+/// legacy-SSE instructions of all of this crate's baseline x86-64 code on
+/// that thread run several times slower: measured 4x (0.75 vs 0.18 ns per
+/// value) for the f32 -> f64 loop in [`fold`]. LLVM ends its own AVX
+/// functions with `vzeroupper`, so matrixmultiply does not have this
+/// problem.
+#[cfg(target_arch = "x86_64")]
+fn clear_upper_state() {
+    #[target_feature(enable = "avx")]
+    fn vzeroupper() {
+        std::arch::x86_64::_mm256_zeroupper();
+    }
+    if std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: `vzeroupper` is a safe function whose only requirement
+        // is its target feature: calling a `#[target_feature]` function
+        // is sound when the CPU has the features it enables, and AVX is
+        // detected at run time on the line above.
+        unsafe { vzeroupper() }
+    }
+}
+
+/// Nothing to clear off x86-64.
+#[cfg(not(target_arch = "x86_64"))]
+fn clear_upper_state() {}
