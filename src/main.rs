@@ -203,7 +203,19 @@ enum Command {
     #[command(subcommand)]
     Bench(BenchCmd),
     /// Regenerate the reports folder: sweeps, fit table, plots, README.
-    Report,
+    Report {
+        /// Also run the MiniLM sentiment study first (workloads/minilm_l6.ron,
+        /// 10 trials, rank sweep 1,2,4,8,16; needs scripts/fetch-assets.sh,
+        /// about 25 min on 2 cores) and write its JSON, CSV and figures.
+        /// Without it, the README's MiniLM section is rebuilt from the
+        /// folder's minilm_sentiment.json.
+        #[arg(long)]
+        task: bool,
+        /// Programmings of the --task study (and of its rank sweep), for a
+        /// quicker run [default: 10].
+        #[arg(long, value_name = "N", requires = "task")]
+        task_trials: Option<usize>,
+    },
     /// One hardware unit in isolation, to hold the models against RTL.
     #[command(subcommand)]
     Kernel(KernelCmd),
@@ -1172,14 +1184,30 @@ fn real_main(cli: Cli) -> Result<u8, Failure> {
             };
             emit(c, &text)?;
         }
-        Command::Report => {
+        Command::Report { task, task_trials } => {
             let arch = load_arch(c, &arch_sets)?;
             let w = load_workload(c, &work_sets)?;
             let dir = c.output.clone().unwrap_or_else(|| PathBuf::from("reports"));
-            let files = report::study::generate(&dir, &arch, &w, opts).map_err(|e| Failure {
+            let failed = |e: report::study::ReportError| Failure {
                 code: 2,
                 msg: e.to_string(),
-            })?;
+            };
+            let mut files = Vec::new();
+            // The study first: the README written last reads its JSON.
+            if *task {
+                use report::task as rt;
+                let trials = task_trials.unwrap_or(rt::TRIALS);
+                if trials == 0 {
+                    return Err(bad("--task-trials: must be at least 1"));
+                }
+                let tw = config::load_workload(Path::new(rt::WORKLOAD_FILE))?;
+                let task_opts = aimcsim::task::TaskOptions {
+                    timing: opts,
+                    ..rt::report_options(trials)
+                };
+                files.extend(rt::generate_task(&dir, &arch, &tw, &task_opts).map_err(failed)?);
+            }
+            files.extend(report::study::generate(&dir, &arch, &w, opts).map_err(failed)?);
             for f in files {
                 println!("{}", f.display());
             }

@@ -9,6 +9,7 @@ mod functional;
 mod functional_weights;
 mod layer;
 mod minilm_assets;
+mod report_task;
 mod sweep;
 mod task_e2e;
 mod task_math;

@@ -4,6 +4,7 @@
 
 pub mod plot;
 pub mod study;
+pub mod task;
 pub mod trace;
 
 use serde::Serialize;

@@ -18,10 +18,14 @@
 //! | [`tcdm_vs_tokens`] | `tcdm_vs_tokens` | TCDM footprint of the LoRA step and of the schedule against t, with the capacity |
 //! | [`layer_latency_bars`] | `layer_latency` | latency per layer with and without LoRA, a panel per integration time |
 //! | [`accuracy_vs_drift`] | `accuracy_vs_drift` | a metric against PCM drift time, one line per variant, with error bars |
+//! | [`drift_with_references`] | given | the same with a title of its own, dashed reference lines and drift 0 one step left of the first drift time |
+//! | [`rank_sweep`] | given | accuracy and paired gain against the LoRA rank, with dashed reference lines |
 
+use crate::functional::device::format_drift_time;
 use plotters::coord::ranged1d::ValueFormatter;
 use plotters::coord::ranged1d::{KeyPointHint, KeyPointWeight, NoDefaultFormatting, Ranged};
 use plotters::coord::{CoordTranslate, Shift};
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{register_font, FontStyle};
@@ -121,6 +125,38 @@ pub struct AccuracyPoint {
     /// The metric's name, used as the y axis label (`"accuracy"`,
     /// `"cosine similarity"`); one panel per distinct metric.
     pub metric: String,
+}
+
+/// A horizontal reference line across a panel (a model that does not vary
+/// with x, such as the digital model's accuracy), drawn dashed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReferenceLine {
+    /// The legend entry.
+    pub label: String,
+    /// Where the line is, in the y axis' unit.
+    pub value: f64,
+    /// Half the height of a light band drawn around the line (e.g. a std
+    /// over trials), in the y axis' unit; 0 draws no band.
+    pub band: f64,
+    /// The colour of the series with this index (the order the series are
+    /// listed in the legend), so that a reference matches its series; `None`
+    /// is black.
+    pub series: Option<usize>,
+}
+
+/// One rank of a LoRA rank sweep: an accuracy and its paired gain over the
+/// model without LoRA, averaged over trials.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RankPoint {
+    /// The LoRA rank (> 0; the x axis is log2).
+    pub rank: f64,
+    /// Mean and std over the trials of the accuracy with LoRA (the y unit).
+    pub mean: f64,
+    pub std: f64,
+    /// Mean and std over the trials of the accuracy gain over the same
+    /// trial without LoRA (same unit; the right panel).
+    pub gain_mean: f64,
+    pub gain_std: f64,
 }
 
 /// Why a figure was not written. Every variant names the file concerned.
@@ -532,6 +568,7 @@ fn min_max(v: &[f64]) -> (f64, f64) {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Line {
     Solid,
+    Dashed,
     None,
 }
 
@@ -637,6 +674,12 @@ fn frame<DB: DrawingBackend>(
             match it.line {
                 Line::Solid => root.draw(&PathElement::new(
                     vec![(x, y), (x + LEGEND_SAMPLE, y)],
+                    style,
+                ))?,
+                Line::Dashed => root.draw(&DashedPathElement::new(
+                    vec![(x, y), (x + LEGEND_SAMPLE, y)],
+                    DASH,
+                    DASH_GAP,
                     style,
                 ))?,
                 Line::None => {}
@@ -1437,8 +1480,12 @@ const DRIFT_TICKS: [(f64, &str); 9] = [
 ];
 
 struct DriftFigure {
+    /// The figure's title (`None`: named after the metric).
+    title: Option<String>,
     metrics: Vec<String>,
     variants: Vec<String>,
+    /// Drawn dashed in every panel, listed after the variants in the legend.
+    refs: Vec<ReferenceLine>,
     /// (metric index, variant index) -> [(x s, mean, std)] sorted by x.
     series: Series,
     x: Axis,
@@ -1453,13 +1500,16 @@ impl Figure for DriftFigure {
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
-        let legend: Vec<LegendItem> = self
+        let mut legend: Vec<LegendItem> = self
             .variants
             .iter()
             .enumerate()
             .map(|(i, v)| LegendItem::line(v.clone(), palette(i), Line::Solid, Some(marker(i))))
             .collect();
-        let title = if self.metrics.len() == 1 {
+        legend.extend(reference_legend(&self.refs));
+        let title = if let Some(t) = &self.title {
+            t.clone()
+        } else if self.metrics.len() == 1 {
             let m = &self.metrics[0];
             let mut c = m.chars();
             let cap: String = c
@@ -1490,6 +1540,7 @@ impl Figure for DriftFigure {
                 ("drift time since programming", metric),
                 true,
             )?;
+            draw_references(&mut chart, &self.refs)?;
             for (vi, _) in self.variants.iter().enumerate() {
                 let Some(s) = self.series.get(&(mi, vi)) else {
                     continue;
@@ -1527,7 +1578,75 @@ impl Figure for DriftFigure {
 /// with error bars mean ± std, one panel per distinct metric. Writes
 /// `accuracy_vs_drift.svg` and `.png` into `dir`.
 pub fn accuracy_vs_drift(points: &[AccuracyPoint], dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
-    let stem = "accuracy_vs_drift";
+    drift_plot("accuracy_vs_drift", None, points, &[], false, dir)
+}
+
+/// As [`accuracy_vs_drift`], written to `dir/STEM.svg` and `.png`, with
+/// `title`, the `refs` drawn dashed across every panel (and listed in the
+/// legend after the variants), and drift 0 drawn one typical drift step
+/// (a factor 24) left of the smallest positive drift time rather than at
+/// 1 s, so that the axis does not spend decades on nothing between 0 s and
+/// 1h. The ticks are at the points' drift times (up to 9), labelled as the
+/// study names them (`1h`, `1mo`, `1y`).
+pub fn drift_with_references(
+    stem: &str,
+    title: &str,
+    points: &[AccuracyPoint],
+    refs: &[ReferenceLine],
+    dir: &Path,
+) -> Result<Vec<PathBuf>, PlotError> {
+    drift_plot(stem, Some(title), points, refs, true, dir)
+}
+
+/// A drift time's tick label: the named tick within 2 % of it (a month of
+/// 30 d and one of 30.44 d are both `1mo`), else the shortest exact name
+/// (`3h`, `90s`).
+fn drift_name(v: f64) -> String {
+    DRIFT_TICKS
+        .iter()
+        .find(|(t, _)| (v / t).ln().abs() < 0.02)
+        .map_or_else(|| format_drift_time(v), |(_, s)| s.to_string())
+}
+
+/// Where drift 0 is drawn: with `compact`, a factor 24 (1h to 1d) left of
+/// the smallest positive drift time; else 1 s, or a decade below the
+/// smallest positive drift time when that is 1 s or less.
+fn zero_position(min_pos: f64, compact: bool) -> f64 {
+    if compact && min_pos.is_finite() && min_pos > 24.0 {
+        min_pos / 24.0
+    } else if min_pos <= 1.0 {
+        10f64.powf(min_pos.log10().floor() - 1.0)
+    } else {
+        1.0
+    }
+}
+
+fn check_references(file: &Path, refs: &[ReferenceLine]) -> Result<(), PlotError> {
+    for r in refs {
+        if !r.value.is_finite() {
+            return Err(invalid(
+                file.to_path_buf(),
+                format!("reference line {:?} is at {}", r.label, r.value),
+            ));
+        }
+        check_finite(
+            file,
+            &format!("band of reference line {:?}", r.label),
+            r.band,
+            false,
+        )?;
+    }
+    Ok(())
+}
+
+fn drift_plot(
+    stem: &str,
+    title: Option<&str>,
+    points: &[AccuracyPoint],
+    refs: &[ReferenceLine],
+    compact_zero: bool,
+    dir: &Path,
+) -> Result<Vec<PathBuf>, PlotError> {
     let file = dir.join(format!("{stem}.svg"));
     if points.is_empty() {
         return Err(PlotError::Empty {
@@ -1543,6 +1662,7 @@ pub fn accuracy_vs_drift(points: &[AccuracyPoint], dir: &Path) -> Result<Vec<Pat
         }
         check_finite(&file, &format!("std of {at}"), p.std, false)?;
     }
+    check_references(&file, refs)?;
     let mut metrics: Vec<String> = Vec::new();
     let mut variants: Vec<String> = Vec::new();
     for p in points {
@@ -1553,18 +1673,12 @@ pub fn accuracy_vs_drift(points: &[AccuracyPoint], dir: &Path) -> Result<Vec<Pat
             variants.push(p.variant.clone());
         }
     }
-    // Where drift 0 is drawn: 1 s, or a decade below the smallest positive
-    // drift when that is 1 s or less.
     let min_pos = points
         .iter()
         .map(|p| p.drift_s)
         .filter(|d| *d > 0.0)
         .fold(f64::INFINITY, f64::min);
-    let zero = if min_pos <= 1.0 {
-        10f64.powf(min_pos.log10().floor() - 1.0)
-    } else {
-        1.0
-    };
+    let zero = zero_position(min_pos, compact_zero);
     let max = points.iter().map(|p| p.drift_s).fold(zero, f64::max);
     let hi = if max > zero {
         max * (max / zero).powf(0.05)
@@ -1575,7 +1689,14 @@ pub fn accuracy_vs_drift(points: &[AccuracyPoint], dir: &Path) -> Result<Vec<Pat
     // 1h to 10y always (within range); the finer and coarser ticks only
     // when the data reach them.
     let mut major = vec![(zero, "0 s".to_string())];
-    for (v, s) in DRIFT_TICKS {
+    let at_data = sorted_times(points.iter().map(|p| p.drift_s).filter(|d| *d > 0.0));
+    // The compact axis is labelled at the data's own drift times, as a
+    // study's table names them, when they are few enough to read.
+    let named = compact_zero && at_data.len() <= 9;
+    if named {
+        major.extend(at_data.iter().map(|&v| (v, drift_name(v))));
+    }
+    for (v, s) in DRIFT_TICKS.into_iter().filter(|_| !named) {
         let needed = if v < HOUR {
             min_pos < HOUR && v >= min_pos / 60.0
         } else {
@@ -1621,17 +1742,238 @@ pub fn accuracy_vs_drift(points: &[AccuracyPoint], dir: &Path) -> Result<Vec<Pat
                 .iter()
                 .filter(|((m, _), _)| *m == mi)
                 .flat_map(|(_, s)| s.iter().flat_map(|p| [p.1 - p.2, p.1 + p.2]))
+                .chain(
+                    refs.iter()
+                        .flat_map(|r| [r.value - r.band, r.value + r.band]),
+                )
                 .collect();
             let (a, b) = min_max(&vals);
             linear_axis(a, b, 6, false)
         })
         .collect();
     let fig = DriftFigure {
+        title: title.map(str::to_string),
         metrics,
         variants,
+        refs: refs.to_vec(),
         series,
         x,
         ys,
+    };
+    write_figure(dir, stem, &fig)
+}
+
+// ---------------------------------------------------------------------------
+// Reference lines, error bars
+// ---------------------------------------------------------------------------
+
+/// Dash and gap of a reference line, in pixels.
+const DASH: i32 = 12;
+const DASH_GAP: i32 = 7;
+
+fn reference_color(r: &ReferenceLine) -> RGBColor {
+    r.series.map_or(BLACK, palette)
+}
+
+fn reference_legend(refs: &[ReferenceLine]) -> Vec<LegendItem> {
+    refs.iter()
+        .map(|r| LegendItem::line(r.label.clone(), reference_color(r), Line::Dashed, None))
+        .collect()
+}
+
+/// Draws `refs` across the whole x range of `chart`: the band first (light),
+/// then the dashed line.
+fn draw_references<DB: DrawingBackend>(
+    chart: &mut Chart<'_, DB>,
+    refs: &[ReferenceLine],
+) -> DrawResult<DB> {
+    let xr = chart.x_range();
+    for r in refs {
+        let color = reference_color(r);
+        if r.band > 0.0 {
+            chart.draw_series([Rectangle::new(
+                [(xr.start, r.value - r.band), (xr.end, r.value + r.band)],
+                color.mix(0.12).filled(),
+            )])?;
+        }
+        chart.draw_series([DashedPathElement::new(
+            vec![(xr.start, r.value), (xr.end, r.value)],
+            DASH,
+            DASH_GAP,
+            ShapeStyle::from(color).stroke_width(2),
+        )])?;
+    }
+    Ok(())
+}
+
+/// A line through `pts` (x, mean, std) with markers and mean ± std error
+/// bars (none where std is 0).
+fn draw_error_series<DB: DrawingBackend>(
+    chart: &mut Chart<'_, DB>,
+    pts: &[(f64, f64, f64)],
+    color: RGBColor,
+    m: Marker,
+) -> DrawResult<DB> {
+    chart.draw_series(LineSeries::new(
+        pts.iter().map(|p| (p.0, p.1)),
+        ShapeStyle::from(color).stroke_width(3),
+    ))?;
+    let bar = ShapeStyle::from(color).stroke_width(2);
+    for p in pts.iter().filter(|p| p.2 > 0.0) {
+        let (lo, hi) = (p.1 - p.2, p.1 + p.2);
+        chart.draw_series([PathElement::new(vec![(p.0, lo), (p.0, hi)], bar)])?;
+        for y in [lo, hi] {
+            chart.draw_series([
+                EmptyElement::at((p.0, y)) + PathElement::new(vec![(-6, 0), (6, 0)], bar)
+            ])?;
+        }
+    }
+    for p in pts {
+        draw_marker(chart.plotting_area(), (p.0, p.1), m, color)?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// (e) accuracy and gain against the LoRA rank
+// ---------------------------------------------------------------------------
+
+struct RankFigure {
+    title: String,
+    /// The series' legend entry.
+    label: String,
+    /// (rank, mean, std) and (rank, gain mean, gain std), sorted by rank.
+    acc: Vec<(f64, f64, f64)>,
+    gain: Vec<(f64, f64, f64)>,
+    refs: Vec<ReferenceLine>,
+    y_desc: String,
+    gain_desc: String,
+    x: Axis,
+    y: Axis,
+    y_gain: Axis,
+}
+
+/// The sweep's series takes the second palette colour (vermillion), the
+/// colour "analog + LoRA" has in a drift figure whose first variant is the
+/// model without LoRA.
+const RANK_SERIES: usize = 1;
+
+impl Figure for RankFigure {
+    fn size(&self) -> (u32, u32) {
+        (1500, 720)
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+        let color = palette(RANK_SERIES);
+        let m = marker(RANK_SERIES);
+        let mut legend = vec![LegendItem::line(
+            self.label.clone(),
+            color,
+            Line::Solid,
+            Some(m),
+        )];
+        legend.extend(reference_legend(&self.refs));
+        let body = frame(root, &self.title, &legend)?;
+        let cells = body.split_evenly((1, 2));
+        let mut chart = panel(
+            &cells[0],
+            "accuracy",
+            self.x.clone(),
+            self.y.clone(),
+            ("LoRA rank", &self.y_desc),
+            true,
+        )?;
+        draw_references(&mut chart, &self.refs)?;
+        draw_error_series(&mut chart, &self.acc, color, m)?;
+        let mut chart = panel(
+            &cells[1],
+            "paired gain over the same chip without LoRA",
+            self.x.clone(),
+            self.y_gain.clone(),
+            ("LoRA rank", &self.gain_desc),
+            true,
+        )?;
+        let zero = ReferenceLine {
+            label: String::new(),
+            value: 0.0,
+            band: 0.0,
+            series: None,
+        };
+        draw_references(&mut chart, std::slice::from_ref(&zero))?;
+        draw_error_series(&mut chart, &self.gain, color, m)?;
+        Ok(())
+    }
+}
+
+/// A LoRA rank sweep in two panels against the rank (log2 x, a tick at
+/// each rank when they are powers of two): left, the accuracy with LoRA
+/// (mean ± std, y labelled `y_desc`, e.g. "test accuracy (%)") with the
+/// `refs` drawn dashed across (e.g. the model without LoRA, the digital
+/// model); right, the paired gain over the same trial without LoRA (mean
+/// ± std, labelled `gain_desc`) with a dashed zero line. `label` names the
+/// series in the legend. Writes `dir/STEM.svg` and `.png`.
+pub fn rank_sweep(
+    stem: &str,
+    title: &str,
+    label: &str,
+    (y_desc, gain_desc): (&str, &str),
+    points: &[RankPoint],
+    refs: &[ReferenceLine],
+    dir: &Path,
+) -> Result<Vec<PathBuf>, PlotError> {
+    let file = dir.join(format!("{stem}.svg"));
+    if points.is_empty() {
+        return Err(PlotError::Empty {
+            file,
+            what: "rank points",
+        });
+    }
+    for p in points {
+        let at = format!("rank {}", p.rank);
+        check_finite(&file, &at, p.rank, true)?;
+        for (what, v) in [("mean", p.mean), ("gain_mean", p.gain_mean)] {
+            if !v.is_finite() {
+                return Err(invalid(file, format!("{what} of {at} is {v}")));
+            }
+        }
+        check_finite(&file, &format!("std of {at}"), p.std, false)?;
+        check_finite(&file, &format!("gain_std of {at}"), p.gain_std, false)?;
+    }
+    check_references(&file, refs)?;
+    let mut pts: Vec<&RankPoint> = points.iter().collect();
+    pts.sort_by(|a, b| a.rank.total_cmp(&b.rank));
+    if let Some(w) = pts.windows(2).find(|w| w[0].rank == w[1].rank) {
+        return Err(invalid(file, format!("two points for rank {}", w[0].rank)));
+    }
+    let acc: Vec<(f64, f64, f64)> = pts.iter().map(|p| (p.rank, p.mean, p.std)).collect();
+    let gain: Vec<(f64, f64, f64)> = pts
+        .iter()
+        .map(|p| (p.rank, p.gain_mean, p.gain_std))
+        .collect();
+    let ranks: Vec<f64> = pts.iter().map(|p| p.rank).collect();
+    let spread = |s: &[(f64, f64, f64)]| -> Vec<f64> {
+        s.iter().flat_map(|p| [p.1 - p.2, p.1 + p.2]).collect()
+    };
+    let mut vals = spread(&acc);
+    vals.extend(
+        refs.iter()
+            .flat_map(|r| [r.value - r.band, r.value + r.band]),
+    );
+    let (a, b) = min_max(&vals);
+    let mut gvals = spread(&gain);
+    gvals.push(0.0);
+    let (ga, gb) = min_max(&gvals);
+    let fig = RankFigure {
+        title: title.to_string(),
+        label: label.to_string(),
+        acc,
+        gain,
+        refs: refs.to_vec(),
+        y_desc: y_desc.to_string(),
+        gain_desc: gain_desc.to_string(),
+        x: log2_axis(&ranks, &[], true),
+        y: linear_axis(a, b, 6, false),
+        y_gain: linear_axis(ga, gb, 6, false),
     };
     write_figure(dir, stem, &fig)
 }
@@ -1876,6 +2218,139 @@ mod tests {
         );
     }
 
+    fn references() -> Vec<ReferenceLine> {
+        vec![
+            ReferenceLine {
+                label: "analog without LoRA, 1y".into(),
+                value: 84.0,
+                band: 1.1,
+                series: Some(0),
+            },
+            ReferenceLine {
+                label: "digital (FP32)".into(),
+                value: 91.0,
+                band: 0.0,
+                series: None,
+            },
+        ]
+    }
+
+    pub(super) fn rank_points() -> Vec<RankPoint> {
+        [
+            (1.0, 86.0, 0.9),
+            (2.0, 87.1, 0.8),
+            (4.0, 88.0, 0.6),
+            (8.0, 88.6, 0.5),
+            (16.0, 88.7, 0.5),
+        ]
+        .iter()
+        .map(|&(rank, mean, std)| RankPoint {
+            rank,
+            mean,
+            std,
+            gain_mean: mean - 84.0,
+            gain_std: std * 0.8,
+        })
+        .collect()
+    }
+
+    fn percent_points() -> Vec<AccuracyPoint> {
+        accuracy_points()
+            .into_iter()
+            .filter(|p| p.variant != "digital")
+            .map(|p| AccuracyPoint {
+                mean: 100.0 * p.mean,
+                std: 100.0 * p.std,
+                metric: "test accuracy (%)".into(),
+                ..p
+            })
+            .collect()
+    }
+
+    #[test]
+    fn plot_drift_with_references_writes_both_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let refs = &references()[1..];
+        let paths = drift_with_references(
+            "minilm",
+            "Sentiment accuracy against drift",
+            &percent_points(),
+            refs,
+            dir.path(),
+        )
+        .expect("plotted");
+        check(
+            &paths,
+            "minilm",
+            (120 + 860, 150 + 560),
+            &[
+                "Sentiment accuracy against drift",
+                "test accuracy (%)",
+                "digital (FP32)",
+                "0 s",
+                "1h",
+                "10y",
+            ],
+        );
+        // Drift 0 is drawn a factor 24 left of 1h (150 s), not at 1 s.
+        assert_eq!(zero_position(HOUR, true), 150.0);
+        assert_eq!(zero_position(HOUR, false), 1.0);
+        assert_eq!(zero_position(0.5, true), 0.01);
+        // Named as the study names its drift times: 30 d and 365 d as 1mo
+        // and 1y, like 30.44 d and 365.25 d.
+        assert_eq!(drift_name(2_592_000.0), "1mo");
+        assert_eq!(drift_name(YEAR / 12.0), "1mo");
+        assert_eq!(drift_name(31_536_000.0), "1y");
+        assert_eq!(drift_name(3.0 * HOUR), "3h");
+        let mut bad = references();
+        bad[0].value = f64::INFINITY;
+        assert!(matches!(
+            drift_with_references("x", "t", &percent_points(), &bad, dir.path()),
+            Err(PlotError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn plot_rank_sweep_writes_both_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = rank_sweep(
+            "ranks",
+            "LoRA rank sweep at 1y",
+            "analog + LoRA",
+            ("test accuracy (%)", "accuracy gain (points)"),
+            &rank_points(),
+            &references(),
+            dir.path(),
+        )
+        .expect("plotted");
+        check(
+            &paths,
+            "ranks",
+            (1500, 720),
+            &[
+                "LoRA rank sweep at 1y",
+                "LoRA rank",
+                "accuracy gain (points)",
+                "analog without LoRA, 1y",
+                "\n16\n",
+            ],
+        );
+        let d = dir.path().join("bad");
+        let e = rank_sweep("r", "t", "s", ("a", "b"), &[], &[], &d).expect_err("empty");
+        assert!(matches!(e, PlotError::Empty { .. }));
+        let mut pts = rank_points();
+        pts.push(pts[0].clone());
+        let e = rank_sweep("r", "t", "s", ("a", "b"), &pts, &[], &d).expect_err("twice");
+        assert!(e.to_string().contains("two points for rank 1"), "{e}");
+        let mut pts = rank_points();
+        pts[0].rank = 0.0;
+        assert!(matches!(
+            rank_sweep("r", "t", "s", ("a", "b"), &pts, &[], &d),
+            Err(PlotError::Invalid { .. })
+        ));
+        assert!(!d.exists(), "nothing written");
+    }
+
     #[test]
     fn plot_empty_input_is_an_error() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1972,6 +2447,24 @@ mod tests {
         tcdm_vs_tokens(&layer_points(), 131_072, &dir).expect("plotted");
         layer_latency_bars(&layer_latencies(), &dir).expect("plotted");
         accuracy_vs_drift(&accuracy_points(), &dir).expect("plotted");
+        drift_with_references(
+            "drift_with_references",
+            "Sentiment accuracy against drift",
+            &percent_points(),
+            &references()[1..],
+            &dir,
+        )
+        .expect("plotted");
+        rank_sweep(
+            "rank_sweep",
+            "LoRA rank sweep at 1y",
+            "analog + LoRA",
+            ("test accuracy (%)", "accuracy gain (points)"),
+            &rank_points(),
+            &references(),
+            &dir,
+        )
+        .expect("plotted");
         edge_cases(&dir.join("edge"));
     }
 
